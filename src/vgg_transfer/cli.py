@@ -1,0 +1,90 @@
+"""Command line: `python -m vgg_transfer {run,build,report,clean,list}`.
+
+    python -m vgg_transfer report --profile quick      # run the experiments, build the site
+    python -m vgg_transfer run --profile quick --only frozen --set epochs=2
+    python -m vgg_transfer build --profile quick       # pages + site from finished runs
+    python -m vgg_transfer clean
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from vgg_transfer.config import ConfigError, load_experiments, parse_set, profile_names
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vgg_transfer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, runs=True):
+        p.add_argument("--profile", default="quick", help="profile in experiments.yaml")
+        p.add_argument("--experiments", default=None, help="experiments file (YAML)")
+        p.add_argument("--kernel", default=None,
+                       help="Jupyter kernel for papermill (e.g. one with a GPU)")
+        if runs:
+            p.add_argument("--only", action="append", default=None,
+                           help="run only this experiment (repeatable)")
+            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a config value for every experiment (repeatable)")
+            p.add_argument("--force", action="store_true", help="re-run even unchanged runs")
+
+    common(sub.add_parser("run", help="run a profile's experiments"))
+    common(sub.add_parser("build", help="build the book from finished runs"), runs=False)
+    report = sub.add_parser("report", help="run the experiments, then build the book")
+    common(report)
+    for p in (sub.choices["build"], report):
+        p.add_argument("--no-strict", action="store_true", help="do not treat warnings as errors")
+    clean = sub.add_parser("clean", help="remove outputs and the built site")
+    clean.add_argument("--profile", default=None, help="only this profile's runs")
+    sub.add_parser("list", help="list the profiles and their experiments")
+    return parser
+
+
+def _check_profile(args) -> None:
+    names = profile_names(load_experiments(args.experiments))
+    if args.profile not in names:
+        raise ConfigError(f"profile: unknown profile {args.profile!r} (allowed: {', '.join(names)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from vgg_transfer import runner  # after parsing, so --help stays fast
+
+    start = time.perf_counter()
+    try:
+        if args.command == "clean":
+            for path in runner.clean(args.profile):
+                print(f"removed {path}")
+            return 0
+        if args.command == "list":
+            spec = load_experiments()
+            from vgg_transfer.config import experiment_names
+            for name in profile_names(spec):
+                print(f"{name}: {', '.join(experiment_names(spec, name))}")
+            return 0
+        _check_profile(args)
+        failed = []
+        if args.command in ("run", "report"):
+            outcomes = runner.run_experiments(args.profile, parse_set(args.set), args.only,
+                                              args.kernel, args.force, args.experiments)
+            failed = [o for o in outcomes if o.status == "failed"]
+            print("\nsummary: " + ", ".join(f"{o.name} {o.status}" for o in outcomes))
+        if args.command in ("build", "report"):
+            runner.build_pages(args.profile, args.kernel, args.experiments)
+            index = runner.build_site(strict=not args.no_strict)
+            print(f"\nThe report: {index}")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # one line for the user; the traceback is in the run folder
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+    if failed:
+        print(f"error: {len(failed)} experiment(s) failed: "
+              + "; ".join(f"{o.name}: {o.error}" for o in failed), file=sys.stderr)
+        return 1
+    return 0
