@@ -3,7 +3,9 @@
 A run folder is self-describing:
 
     config.json       the resolved, validated configuration
-    metrics.json      test metrics, validation summary, parameter counts, timings
+    metrics.json      test metrics, validation summary, parameter counts (deterministic:
+                      the same seed on the same machine gives the same file)
+    timings.json      wall time of each part, images per second
     history.csv       per-epoch training and validation loss and accuracy
     predictions.csv   per test image: true, predicted, confidence, probabilities
     provenance.json   data (folder, counts, hashes), weights (source, hash), packages,
@@ -117,6 +119,7 @@ def load_run(run_dir: Path) -> dict:
         "dir": run_dir,
         "config": read_json(run_dir / "config.json"),
         "metrics": read_json(run_dir / "metrics.json"),
+        "timings": read_json(run_dir / "timings.json"),
         "provenance": read_json(run_dir / "provenance.json"),
         "history": pd.read_csv(run_dir / "history.csv"),
         "predictions": pd.read_csv(run_dir / "predictions.csv"),

@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+from pathlib import Path
 
 from vgg_transfer.config import ConfigError, load_experiments, parse_set, profile_names
 
@@ -24,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--experiments", default=None, help="experiments file (YAML)")
         p.add_argument("--kernel", default=None,
                        help="Jupyter kernel for papermill (e.g. one with a GPU)")
+        p.add_argument("--outputs", default=None, type=Path,
+                       help="folder for run folders and caches (default: outputs/)")
         if runs:
             p.add_argument("--only", action="append", default=None,
                            help="run only this experiment (repeatable)")
@@ -32,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--force", action="store_true", help="re-run even unchanged runs")
 
     common(sub.add_parser("run", help="run a profile's experiments"))
-    common(sub.add_parser("build", help="build the book from finished runs"), runs=False)
+    build = sub.add_parser("build", help="build the book from finished runs")
+    common(build, runs=False)
+    build.add_argument("--force", action="store_true", help="rebuild even an unchanged site")
     report = sub.add_parser("report", help="run the experiments, then build the book")
     common(report)
     for p in (sub.choices["build"], report):
@@ -49,8 +55,29 @@ def _check_profile(args) -> None:
         raise ConfigError(f"profile: unknown profile {args.profile!r} (allowed: {', '.join(names)})")
 
 
+class _CellBanners(logging.Filter):
+    """Drop papermill's per-cell banners so the log shows the notebooks' own lines."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not (message.startswith(("Executing Cell", "Ending Cell", "Executing notebook",
+                                         "Input notebook", "Output notebook", "Black is not"))
+                    or not message.strip())
+
+
+def _log_notebook_output() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_CellBanners())
+    logger = logging.getLogger("papermill")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_notebook_output()
     from vgg_transfer import runner  # after parsing, so --help stays fast
 
     start = time.perf_counter()
@@ -69,12 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         failed = []
         if args.command in ("run", "report"):
             outcomes = runner.run_experiments(args.profile, parse_set(args.set), args.only,
-                                              args.kernel, args.force, args.experiments)
+                                              args.kernel, args.force, args.experiments,
+                                              outputs=args.outputs or runner.OUTPUTS)
             failed = [o for o in outcomes if o.status == "failed"]
             print("\nsummary: " + ", ".join(f"{o.name} {o.status}" for o in outcomes))
         if args.command in ("build", "report"):
-            runner.build_pages(args.profile, args.kernel, args.experiments)
-            index = runner.build_site(strict=not args.no_strict)
+            index = runner.build_report(args.profile, args.kernel, args.experiments,
+                                        outputs=args.outputs or runner.OUTPUTS,
+                                        strict=not args.no_strict,
+                                        force=getattr(args, "force", False))
             print(f"\nThe report: {index}")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -45,7 +45,7 @@ def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, np.diag(matrix) / totals, np.nan)
 
 
-def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+def evaluate_predictions(probs: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy (with 95% Wilson interval and n), loss, per-class accuracy, confusion matrix."""
     predicted = probs.argmax(axis=1)
     n, correct = len(labels), int((predicted == labels).sum())

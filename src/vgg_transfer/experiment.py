@@ -2,18 +2,59 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vgg_transfer import artifacts
+from vgg_transfer import artifacts, models
 from vgg_transfer.config import ExperimentConfig
 from vgg_transfer.data import load_cifar10, split_indices
-from vgg_transfer.evaluation import predictions_frame, test_metrics
+from vgg_transfer.evaluation import predictions_frame, evaluate_predictions
 from vgg_transfer.models import build_model, param_counts
 from vgg_transfer.training import set_seed, train
+
+
+def feature_files(cfg: ExperimentConfig, source: dict, weights: dict, train_idx: np.ndarray,
+                  val_idx: np.ndarray, folder: Path) -> tuple[Path, Path]:
+    """Cache files for the frozen base's features, named by what determines them.
+
+    The key covers the weights (their hash; random weights by seed), input size and
+    preprocessing, the data files and the exact images, and the Keras/TensorFlow versions.
+    """
+    import keras
+
+    common = {
+        "weights": weights.get("sha256") or f"{weights['name']}-seed{cfg.seed}",
+        "image_size": cfg.image_size,
+        "preprocess": "keras.applications.vgg16.preprocess_input",
+        "data": source.get("sha256") or source.get("kind"),
+        "keras": keras.__version__,
+        "features_code": hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest(),
+    }
+
+    def path(split: str, idx: np.ndarray) -> Path:
+        payload = json.dumps({**common, "indices": hashlib.sha256(idx.tobytes()).hexdigest()},
+                             sort_keys=True)
+        return folder / f"{split}-{hashlib.sha256(payload.encode()).hexdigest()[:24]}.npy"
+
+    return path("train", train_idx), path("val", val_idx)
+
+
+def set_precision(policy: str) -> None:
+    """Keras's global dtype policy for the models built next.
+
+    mixed_float16 runs several times slower than float32 on CPUs, so it needs a GPU.
+    """
+    import keras
+
+    if policy == "mixed_float16" and not artifacts.gpu_names():
+        raise ValueError("precision: mixed_float16 needs a GPU (on CPUs it runs several times "
+                         "slower); use float32 or mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
@@ -26,6 +67,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
         The metrics dict written to metrics.json.
     """
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
     timings = {}
     print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}", flush=True)
@@ -37,17 +79,22 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
     print(f"[{cfg.name}] data: {len(train_idx)} train / {len(val_idx)} validation / "
           f"{len(data.y_test)} test images", flush=True)
 
+    set_precision(cfg.precision)
     set_seed(cfg.seed)
     start = time.perf_counter()
     built = build_model(cfg.regime, cfg.weights, cfg.image_size)
     timings["build_seconds"] = time.perf_counter() - start
     params = param_counts(built.model)
 
+    files = feature_files(cfg, data.source, built.weights, train_idx, val_idx,
+                          run_dir.parent / ".feature-cache")
     result = train(built, cfg.regime,
                    data.x_train[train_idx], data.y_train[train_idx],
                    data.x_train[val_idx], data.y_train[val_idx],
                    epochs=cfg.epochs, batch_size=cfg.batch_size,
-                   learning_rate=cfg.learning_rate, cache_features=cfg.cache_features)
+                   learning_rate=cfg.learning_rate, cache_features=cfg.cache_features,
+                   feature_files=files, seed=cfg.seed,
+                   checkpoint=run_dir / "checkpoint.npz")
     timings.update(train_seconds=result.train_seconds, feature_seconds=result.feature_seconds,
                    epoch_seconds=result.epoch_seconds)
 
@@ -70,7 +117,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
         "regime": cfg.regime,
         "weights": cfg.weights,
         "weights_label": cfg.describe_weights(),
-        **test_metrics(probs, data.y_test),
+        **evaluate_predictions(probs, data.y_test),
         "train_n": n_train,
         "val_n": int(len(val_idx)),
         "epochs": cfg.epochs,
@@ -81,7 +128,6 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
         "params": params,
         "cached_features": result.cached,
         "notes": result.notes,
-        "timings": timings,
     }
     provenance = {
         "data": data.source,
@@ -99,9 +145,10 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
     artifacts.write_csv(run_dir / "history.csv", history)
     artifacts.write_csv(run_dir / "predictions.csv", predictions_frame(probs, data.y_test))
     artifacts.write_json(run_dir / "provenance.json", provenance)
+    artifacts.write_json(run_dir / "timings.json", timings)
     artifacts.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks success
     print(f"[{cfg.name}] test accuracy {metrics['test_accuracy']:.4f} on "
           f"{metrics['test_n']} images (95% CI {metrics['test_accuracy_ci95'][0]:.3f}–"
-          f"{metrics['test_accuracy_ci95'][1]:.3f}); wall {timings['wall_seconds']:.1f} s",
-          flush=True)
+          f"{metrics['test_accuracy_ci95'][1]:.3f}); wall {timings['wall_seconds']:.1f} s, "
+          f"peak memory {provenance['peak_rss_mb']:,.0f} MB", flush=True)
     return metrics

@@ -50,7 +50,8 @@ def build_head(feature_shape: tuple[int, ...]) -> keras.Sequential:
         layers.Flatten(name="flatten"),
         layers.Dense(256, activation="relu", name="dense_256"),
         layers.Dropout(0.5, name="dropout"),
-        layers.Dense(NUM_CLASSES, activation="softmax", name="predictions"),
+        # float32 softmax whatever the compute precision, as Keras advises for mixed precision
+        layers.Dense(NUM_CLASSES, activation="softmax", name="predictions", dtype="float32"),
     ], name="head")
 
 

@@ -203,3 +203,18 @@ def plot_per_class_across(frame: pd.DataFrame, ax=None):
                 cbar_kws={"label": "test accuracy"})
     ax.set_title("Accuracy per class")
     return fig
+
+
+def plot_cost(cost: pd.DataFrame):
+    """Training time (log scale) against test accuracy: what each run bought for its time."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for _, row in cost.iterrows():
+        seconds = row["training (s)"] + row["features (s)"]
+        ax.scatter(seconds, row["test accuracy"], s=80, color=color(row["regime"]), zorder=3)
+        ax.annotate(row["experiment"], (seconds, row["test accuracy"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("training time, s (log scale; features included)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy for the time spent")
+    return fig

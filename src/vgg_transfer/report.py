@@ -61,8 +61,9 @@ def comparison_table(runs: list[dict]) -> pd.DataFrame:
             "test n": m["test_n"],
             "best val accuracy": m["best_val_accuracy"],
             "trainable parameters": m["params"]["trainable"],
-            "training time (s)": m["timings"]["train_seconds"] + m["timings"]["feature_seconds"],
-            "wall time (s)": m["timings"]["wall_seconds"],
+            "training time (s)": run["timings"]["train_seconds"]
+            + run["timings"]["feature_seconds"],
+            "wall time (s)": run["timings"]["wall_seconds"],
         })
     return pd.DataFrame(rows)
 
@@ -93,6 +94,10 @@ def glue_text(key: str, text: str) -> None:
     glue(key, Text(text), display=False)
 
 
+PAIR_COLUMNS = ["A", "B", "accuracy A", "accuracy B", "difference (A − B)", "only A right",
+                "only B right", "p (McNemar, exact)"]
+
+
 def pairwise_tests(runs: list[dict]) -> pd.DataFrame:
     """McNemar's exact test for every pair of runs, on their shared test predictions."""
     from vgg_transfer.evaluation import mcnemar_exact
@@ -110,7 +115,7 @@ def pairwise_tests(runs: list[dict]) -> pd.DataFrame:
                          "difference (A − B)": ma["test_accuracy"] - mb["test_accuracy"],
                          "only A right": test["a_only"], "only B right": test["b_only"],
                          "p (McNemar, exact)": test["p_value"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 
 def compare_sentence(row: dict, alpha: float = 0.05) -> str:
@@ -153,6 +158,56 @@ def per_class_frame(runs: list[dict]) -> pd.DataFrame:
     """Classes x experiments: test accuracy per class."""
     return pd.DataFrame({run["metrics"]["name"]: run["metrics"]["per_class_accuracy"]
                          for run in runs})
+
+
+def cost_table(runs: list[dict]) -> pd.DataFrame:
+    """Where each run's time went, and its throughput."""
+    rows = []
+    for run in runs:
+        m, t = run["metrics"], run["timings"]
+        rows.append({
+            "experiment": m["name"], "regime": m["regime"],
+            "trainable parameters": m["params"]["trainable"],
+            "features (s)": t["feature_seconds"], "training (s)": t["train_seconds"],
+            "test (s)": t["test_seconds"],
+            "other (s)": t["wall_seconds"] - t["feature_seconds"] - t["train_seconds"]
+            - t["test_seconds"],
+            "wall (s)": t["wall_seconds"],
+            "training images/s": m["train_n"] * m["epochs"] / t["train_seconds"],
+            "test images/s": t["test_images_per_second"],
+            "peak memory (MB)": run["provenance"]["peak_rss_mb"],
+            "test accuracy": m["test_accuracy"],
+        })
+    return pd.DataFrame(rows)
+
+
+def format_cost(table: pd.DataFrame):
+    return table.style.hide(axis="index").format({
+        "trainable parameters": "{:,}", "features (s)": "{:.1f}", "training (s)": "{:.1f}",
+        "test (s)": "{:.1f}", "other (s)": "{:.1f}", "wall (s)": "{:.0f}",
+        "training images/s": "{:,.0f}", "test images/s": "{:,.0f}",
+        "peak memory (MB)": "{:,.0f}", "test accuracy": "{:.1%}"})
+
+
+def bench_frame(bench: dict) -> pd.DataFrame:
+    """The benchmark JSON as a two-column table (measure, value)."""
+    r = bench["regimes"]
+    rows = [(f"{regime}: training images/s (on the fly)", f"{r[regime]['train_images_per_s']:.1f}")
+            for regime in r]
+    rows += [(f"{regime}: inference images/s", f"{r[regime]['inference_images_per_s']:.1f}")
+             for regime in r]
+    frozen = r["frozen"]
+    rows += [("frozen on the fly: s/epoch", f"{frozen['epoch_seconds_on_the_fly']:.3f}"),
+             ("frozen on cached features: s/epoch", f"{frozen['epoch_seconds_cached']:.3f}"),
+             ("cached speed-up per epoch", f"{frozen['cached_speedup_per_epoch']:.1f}×"),
+             ("training loop / raw train_on_batch", f"{r['finetune']['loop_vs_raw_ratio']:.3f}")]
+    if "bf16" in bench:
+        rows.append(("mixed_bfloat16 / float32 training", f"{bench['bf16']['speedup']:.2f}×"))
+    rows += [("images per measurement", f"{bench['images']:,}"),
+             ("peak resident memory (MB)", f"{bench['peak_rss_mb']:,.0f}"),
+             ("hardware", f"{bench['hardware']['cpu']}, {bench['hardware']['cpu_count']} cores"
+              + (f", {', '.join(bench['hardware']['gpus'])}" if bench["hardware"]["gpus"] else ""))]
+    return pd.DataFrame(rows, columns=["measure", "value"])
 
 
 def config_table(config: dict) -> pd.DataFrame:

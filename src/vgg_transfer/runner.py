@@ -29,7 +29,7 @@ from vgg_transfer.report import REGIME_TEXT
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 BOOK = PROJECT_ROOT / "book"
 OUTPUTS = PROJECT_ROOT / "outputs"
-PAGES = ("intro", "vgg16", "comparison", "conclusion", "reproducibility")
+PAGES = ("intro", "vgg16", "comparison", "cost", "conclusion", "reproducibility")
 
 
 @dataclass
@@ -40,8 +40,8 @@ class Outcome:
     error: str | None = None
 
 
-def runs_dir(profile: str) -> Path:
-    return OUTPUTS / profile / "runs"
+def runs_dir(profile: str, outputs: Path = OUTPUTS) -> Path:
+    return Path(outputs) / profile / "runs"
 
 
 def _code_hash() -> str:
@@ -98,11 +98,12 @@ def execute(template: Path, output: Path, parameters: dict, kernel: str | None) 
 
 def run_experiments(profile: str, overrides: dict | None = None, only: list[str] | None = None,
                     kernel: str | None = None, force: bool = False,
-                    experiments_file: str | None = None) -> list[Outcome]:
+                    experiments_file: str | None = None,
+                    outputs: Path = OUTPUTS) -> list[Outcome]:
     """Run (or reuse) every experiment of a profile. All configs are validated first."""
     spec = load_experiments(experiments_file)
     configs = resolve_profile(spec, profile, overrides, only)
-    folder = runs_dir(profile)
+    folder = runs_dir(profile, outputs)
     folder.mkdir(parents=True, exist_ok=True)
     code = _code_hash()
     outcomes, start = [], time.perf_counter()
@@ -111,30 +112,37 @@ def run_experiments(profile: str, overrides: dict | None = None, only: list[str]
         print(f"\n=== [{i}/{len(configs)}] {cfg.name} ({cfg.regime}, {cfg.describe_weights()}) "
               f"— {len(configs) - i} left after this, {elapsed / 60:.1f} min elapsed ===",
               flush=True)
-        outcomes.append(_run_one(cfg, profile, folder, run_key(cfg, code), kernel, force))
+        outcomes.append(_run_one(cfg, profile, folder, run_key(cfg, code), kernel, force,
+                                 str(experiments_file) if experiments_file else None))
         print(f"=== {cfg.name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s ===",
               flush=True)
-    artifacts.write_json(OUTPUTS / profile / "runs.json", {
+    artifacts.write_json(Path(outputs) / profile / "runs.json", {
         "profile": profile, "experiments": [o.__dict__ for o in outcomes]})
     return outcomes
 
 
 def _run_one(cfg: ExperimentConfig, profile: str, folder: Path, key: str,
-             kernel: str | None, force: bool) -> Outcome:
+             kernel: str | None, force: bool, experiments_file: str | None) -> Outcome:
     final = folder / cfg.name
     if not force and _is_current(final, key):
         print(f"{cfg.name}: unchanged since its last run, reusing {final}", flush=True)
         return Outcome(cfg.name, "cached", 0.0)
     staging = folder / f".{cfg.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    resumable = (not force and (staging / "checkpoint.npz").is_file()
+                 and (staging / "run_key").is_file()
+                 and (staging / "run_key").read_text().strip() == key)
+    if resumable:
+        print(f"{cfg.name}: an interrupted run left a checkpoint; resuming it", flush=True)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        (staging / "run_key").write_text(key + "\n")
     start = time.perf_counter()
     params = {**cfg.model_dump(), "experiment": cfg.name, "profile": profile,
-              "run_dir": str(staging)}
+              "run_dir": str(staging), "experiments_file": experiments_file}
     params.pop("name")
     try:
         execute(NOTEBOOKS / "experiment.ipynb", staging / "notebook.ipynb", params, kernel)
-        (staging / "run_key").write_text(key + "\n")
         _replace_dir(staging, final)
         (folder / f"{cfg.name}.failed").unlink(missing_ok=True)
         return Outcome(cfg.name, "ok", time.perf_counter() - start)
@@ -176,14 +184,17 @@ def _title_experiment(notebook: Path, output: Path, metrics: dict) -> None:
     nbformat.write(nb, output)
 
 
-def _failure_page(record: dict, output: Path) -> None:
+def _failure_page(record: dict, output: Path, kept: Path | None) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
+    earlier = (f"\n\nAn earlier successful run of it is kept, untouched, in `{kept}`; it is "
+               "left out of this build because it no longer matches the configuration."
+               if kept else "")
     output.write_text(f"# Experiment: {record['name']} (failed)\n\n"
-                      f"This experiment failed in the last run; no results are shown for it.\n\n"
-                      f"```text\n{record['error']}\n```\n")
+                      f"This experiment failed in the last run, so no results are shown for "
+                      f"it. The error:\n\n```text\n{record['error']}\n```{earlier}\n")
 
 
-def write_toc(experiment_pages: list[str]) -> None:
+def write_toc(experiment_pages: list[str], book: Path = BOOK) -> None:
     """Generate `_toc.yml` from the run: the experiment pages the run produced."""
     toc = {
         "format": "jb-book",
@@ -193,29 +204,31 @@ def write_toc(experiment_pages: list[str]) -> None:
                 {"file": "transfer_learning"}, {"file": "results/vgg16"}, {"file": "method"}]},
             {"caption": "Experiments", "chapters": [{"file": p} for p in experiment_pages]},
             {"caption": "Results", "chapters": [
-                {"file": "results/comparison"}, {"file": "limitations"},
+                {"file": "results/comparison"}, {"file": "results/cost"},
+                {"file": "limitations"},
                 {"file": "improvements"}, {"file": "results/conclusion"},
                 {"file": "results/reproducibility"}]},
         ],
     }
-    (BOOK / "_toc.yml").write_text("# Generated by `python -m vgg_transfer build`; do not edit.\n"
+    (Path(book) / "_toc.yml").write_text("# Generated by `python -m vgg_transfer build`; do not edit.\n"
                                    + yaml.safe_dump(toc, sort_keys=False))
 
 
-def build_pages(profile: str, kernel: str | None = None,
-                experiments_file: str | None = None) -> list[str]:
+def build_pages(profile: str, kernel: str | None = None, experiments_file: str | None = None,
+                outputs: Path = OUTPUTS, book: Path = BOOK) -> list[str]:
     """Put the profile's experiment notebooks and the executed page notebooks under book/."""
     spec = load_experiments(experiments_file)
     from vgg_transfer.config import experiment_names
     names = experiment_names(spec, profile)
-    folder = runs_dir(profile)
-    results = BOOK / "results"
+    folder = runs_dir(profile, outputs)
+    results = Path(book) / "results"
     shutil.rmtree(results, ignore_errors=True)
     pages, finished = [], []
     for name in names:
         run, failed = folder / name, folder / f"{name}.failed"
         if failed.is_file():
-            _failure_page(artifacts.read_json(failed), results / "experiments" / f"{name}.md")
+            _failure_page(artifacts.read_json(failed), results / "experiments" / f"{name}.md",
+                          run if (run / "metrics.json").is_file() else None)
         elif (run / "metrics.json").is_file():
             _title_experiment(run / "notebook.ipynb", results / "experiments" / f"{name}.ipynb",
                               artifacts.read_json(run / "metrics.json"))
@@ -229,18 +242,55 @@ def build_pages(profile: str, kernel: str | None = None,
     params = {"runs_dir": str(folder), "experiments": finished, "profile": profile}
     for page in PAGES:
         print(f"page: {page}", flush=True)
-        execute(NOTEBOOKS / f"{page}.ipynb", results / f"{page}.ipynb", params, kernel)
-    write_toc(pages)
+        extra = {"bench_file": str(Path(outputs) / "benchmarks" / "bench.json")} \
+            if page == "cost" else {}
+        execute(NOTEBOOKS / f"{page}.ipynb", results / f"{page}.ipynb", {**params, **extra},
+                kernel)
+    write_toc(pages, book)
     return pages
 
 
-def build_site(strict: bool = True) -> Path:
+def build_site(strict: bool = True, book: Path = BOOK) -> Path:
     """`jupyter-book build book` (execution is off in _config.yml); returns the index page."""
-    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(BOOK)]
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book)]
     if strict:
         command += ["-W", "-n", "--keep-going"]
     subprocess.run(command, check=True, cwd=PROJECT_ROOT)
-    return BOOK / "_build" / "html" / "index.html"
+    return Path(book) / "_build" / "html" / "index.html"
+
+
+def site_key(profile: str, experiments_file: str | None = None, outputs: Path = OUTPUTS,
+             book: Path = BOOK) -> str:
+    """What the site is made of: the runs, the page templates, the book's sources, the code."""
+    from vgg_transfer.config import experiment_names
+
+    digest = hashlib.sha256(f"{profile}\n{_code_hash()}".encode())
+    folder = runs_dir(profile, outputs)
+    for name in experiment_names(load_experiments(experiments_file), profile):
+        for path in (folder / name / "run_key", folder / f"{name}.failed"):
+            digest.update(path.read_bytes() if path.is_file() else b"-")
+    sources = [*sorted(NOTEBOOKS.glob("*.ipynb")), Path(outputs) / "benchmarks" / "bench.json",
+               *sorted(p for p in Path(book).rglob("*") if p.is_file()
+                       and not p.relative_to(book).parts[0] in ("_build", "results"))]
+    for path in sources:
+        digest.update(str(path.name).encode() + (path.read_bytes() if path.is_file() else b"-"))
+    return digest.hexdigest()
+
+
+def build_report(profile: str, kernel: str | None = None, experiments_file: str | None = None,
+                 outputs: Path = OUTPUTS, book: Path = BOOK, strict: bool = True,
+                 force: bool = False) -> Path:
+    """Pages + site, skipped when nothing they are made of changed since the last build."""
+    key = site_key(profile, experiments_file, outputs, book)
+    stamp = Path(book) / "_build" / "html" / ".site_key"
+    index = Path(book) / "_build" / "html" / "index.html"
+    if not force and stamp.is_file() and stamp.read_text().strip() == key and index.is_file():
+        print("site unchanged since its last build: nothing to rebuild", flush=True)
+        return index
+    build_pages(profile, kernel, experiments_file, outputs, book)
+    index = build_site(strict, book)
+    stamp.write_text(key + "\n")
+    return index
 
 
 def clean(profile: str | None = None) -> list[Path]:

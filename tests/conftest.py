@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny canonical CIFAR-10 folder, and the offline copy when present."""
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = Path(os.environ.get("CIFAR10_DIR")
+                    or PROJECT_ROOT.parent / "shared" / "data" / "cifar-10-batches-py")
+
+
+def write_batch(path: Path, images: np.ndarray, labels) -> None:
+    """Write images (N, 32, 32, 3) uint8 as a canonical python-version batch."""
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    with open(path, "wb") as f:
+        pickle.dump({b"data": data, b"labels": list(labels)}, f)
+
+
+def make_folder(root: Path, per_batch: int = 20, test: int = 10, seed: int = 0) -> Path:
+    """A tiny cifar-10-batches-py folder: 5 training batches and a test batch, classes cycling."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        images = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
+        write_batch(folder / f"data_batch_{i}", images, [k % 10 for k in range(per_batch)])
+    images = rng.integers(0, 256, (test, 32, 32, 3), dtype=np.uint8)
+    write_batch(folder / "test_batch", images, [k % 10 for k in range(test)])
+    return folder
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path) -> Path:
+    return make_folder(tmp_path)
+
+
+@pytest.fixture
+def shared_cifar() -> Path:
+    if not (SHARED_CIFAR / "data_batch_1").is_file():
+        pytest.skip("the offline CIFAR-10 copy is not on this machine")
+    return SHARED_CIFAR
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory):
+    """Run `frozen` on the smoke profile into a temporary outputs folder and build a book.
+
+    Shared by the pipeline and browser tests, so the suite trains and builds once.
+    """
+    from vgg_transfer import runner
+
+    root = tmp_path_factory.mktemp("report")
+    mp = pytest.MonkeyPatch()
+    if (SHARED_CIFAR / "data_batch_1").is_file():
+        mp.setenv("CIFAR10_DIR", str(SHARED_CIFAR))
+        overrides = {}
+    else:  # no offline copy: a tiny canonical folder
+        mp.setenv("CIFAR10_DIR", str(make_folder(root / "data")))
+        overrides = {"train_size": 40, "val_size": 20}
+    mp.setenv("WEIGHTS", "hed-bsds500")
+    outcomes = runner.run_experiments("smoke", overrides, only=["frozen"],
+                                      outputs=root / "outputs")
+    book = root / "book"
+    shutil.copytree(PROJECT_ROOT / "book", book,
+                    ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
+    runner.build_pages("smoke", outputs=root / "outputs", book=book)
+    index = runner.build_site(strict=True, book=book)
+    yield {"outcomes": outcomes, "run": root / "outputs" / "smoke" / "runs" / "frozen",
+           "html": book / "_build" / "html", "index": index, "outputs": root / "outputs",
+           "overrides": overrides}
+    mp.undo()

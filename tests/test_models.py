@@ -1,0 +1,86 @@
+"""Model construction: trainable parameters, frozen weights, independence, weights loading."""
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from vgg_transfer.models import build_model, param_counts
+from vgg_transfer.training import set_seed, train
+from vgg_transfer.weights import WeightsError, build_base, hed_weights_path
+
+BASE_PARAMS = 14_714_688     # VGG16 convolutional base (13 conv layers)
+HEAD_PARAMS = 512 * 256 + 256 + 256 * 10 + 10  # Dense 256 on 512 features + Dense 10
+
+
+@pytest.mark.parametrize("regime, trainable", [
+    ("scratch", BASE_PARAMS + HEAD_PARAMS),
+    ("frozen", HEAD_PARAMS),
+    ("finetune", BASE_PARAMS + HEAD_PARAMS),
+])
+def test_trainable_parameters(regime, trainable):
+    counts = param_counts(build_model(regime, "none").model)
+    assert counts["trainable"] == trainable
+    assert counts["total"] == BASE_PARAMS + HEAD_PARAMS
+
+
+def _tiny_data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3)).astype("uint8"), rng.integers(0, 10, n)
+
+
+@pytest.mark.parametrize("cache_features", [False, True])
+def test_frozen_base_is_bit_identical_after_fit(cache_features):
+    set_seed(0)
+    built = build_model("frozen", "none")
+    before = [w.copy() for w in built.base.get_weights()]
+    head_before = [w.copy() for w in built.head.get_weights()]
+    x, y = _tiny_data()
+    train(built, "frozen", x, y, x[:8], y[:8], epochs=1, batch_size=16, learning_rate=1e-3,
+          cache_features=cache_features)
+    assert all(np.array_equal(a, b) for a, b in zip(before, built.base.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(head_before, built.head.get_weights()))
+
+
+def test_regimes_do_not_share_weights():
+    frozen = build_model("frozen", "hed-bsds500")
+    finetune = build_model("finetune", "hed-bsds500")
+    ids = {id(v) for v in frozen.model.weights}
+    assert not ids & {id(v) for v in finetune.model.weights}
+    before = [w.copy() for w in frozen.base.get_weights()]
+    x, y = _tiny_data(16)
+    train(finetune, "finetune", x, y, x[:8], y[:8], epochs=1, batch_size=16,
+          learning_rate=1e-3)
+    assert all(np.array_equal(a, b) for a, b in zip(before, frozen.base.get_weights()))
+    assert not np.array_equal(finetune.base.get_weights()[0], before[0])
+
+
+def test_hed_weights_load_offline_and_differ_from_random():
+    hed, provenance = build_base("hed-bsds500", (32, 32, 3))
+    random, _ = build_base("none", (32, 32, 3))
+    with h5py.File(hed_weights_path(), "r") as f:
+        expected = f["block5/layers/conv2d_2/vars/0"][()]
+    assert np.array_equal(hed.get_layer("block5_conv3").get_weights()[0], expected)
+    assert not np.allclose(hed.get_layer("block1_conv1").get_weights()[0],
+                           random.get_layer("block1_conv1").get_weights()[0])
+    assert provenance["name"] == "hed-bsds500" and len(provenance["sha256"]) == 64
+
+
+def test_imagenet_failure_names_the_other_choices(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    with pytest.raises(WeightsError, match="could not be downloaded.*hed-bsds500"):
+        build_base("imagenet", (32, 32, 3))
+
+
+def test_weights_file_path(tmp_path):
+    hed, _ = build_base("hed-bsds500", (32, 32, 3))
+    path = tmp_path / "base.weights.h5"
+    hed.save_weights(path)
+    loaded, provenance = build_base(str(path), (32, 32, 3))
+    assert np.array_equal(loaded.get_weights()[-2], hed.get_weights()[-2])
+    assert provenance["source"] == "user file"
+    (tmp_path / "bad.weights.h5").write_bytes(b"not a weights file")
+    with pytest.raises(WeightsError, match="does not fit a VGG16 base"):
+        build_base(str(tmp_path / "bad.weights.h5"), (32, 32, 3))
