@@ -1,12 +1,13 @@
 """Benchmarks: ratios measured within one run, printed as a table and written as JSON.
 
-    python benchmarks/bench.py [--images 768] [--bf16] [--out outputs/benchmarks/bench.json]
+    python benchmarks/bench.py [--images 768] [--bf16] [--data-dir DIR] [--out FILE]
 
 Measures, on the same random images and batches:
 - the frozen regime trained on the fly (base forward every step) vs on cached features;
 - the project's training loop (`training.train`, i.e. Keras `fit`) vs raw `train_on_batch`;
 - training and inference images/s for each regime;
 - optionally mixed_bfloat16 against float32 for a full training step;
+- with a CIFAR-10 folder: the frozen regime's test accuracy, cached vs on the fly;
 - peak resident memory of the process.
 
 Each timing excludes a warm-up (graph tracing) and covers only the work it names.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -105,6 +107,32 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
     return results
 
 
+def accuracy_check(data_dir: str, weights: str, n: int, epochs: int) -> dict:
+    """Test accuracy of the frozen regime trained on cached features vs on the fly.
+
+    Same seed, same images, same epochs: the cache must not change what is learnt.
+    """
+    from vgg_transfer.data import load_cifar10, split_indices
+    from vgg_transfer.evaluation import evaluate_predictions
+    from vgg_transfer.training import train
+
+    data = load_cifar10(data_dir)
+    train_idx, val_idx = split_indices(data.y_train, 500, n, seed=0)
+    out = {"train_images": n, "epochs": epochs, "weights": weights, "test_n": len(data.y_test)}
+    for cached in (True, False):
+        set_seed(0)
+        built = build_model("frozen", weights)
+        result = train(built, "frozen", data.x_train[train_idx], data.y_train[train_idx],
+                       data.x_train[val_idx], data.y_train[val_idx], epochs=epochs,
+                       batch_size=128, learning_rate=1e-4, cache_features=cached, seed=0)
+        probs = built.model.predict(data.x_test.astype("float32"), batch_size=256, verbose=0)
+        key = "cached" if cached else "on_the_fly"
+        out[f"{key}_test_accuracy"] = evaluate_predictions(probs, data.y_test)["test_accuracy"]
+        out[f"{key}_seconds"] = result.train_seconds + result.feature_seconds
+    out["difference_points"] = 100 * (out["cached_test_accuracy"] - out["on_the_fly_test_accuracy"])
+    return out
+
+
 def table(results: dict) -> str:
     r = results["regimes"]
     lines = [f"{'measure':<52}{'value':>12}",
@@ -121,6 +149,11 @@ def table(results: dict) -> str:
              f"{r['finetune']['loop_vs_raw_ratio']:>12.3f}"]
     if "bf16" in results:
         lines.append(f"{'mixed_bfloat16 / float32 training (x)':<52}{results['bf16']['speedup']:>12.2f}")
+    if "accuracy" in results:
+        a = results["accuracy"]
+        lines += [f"{'frozen test accuracy, cached features':<52}{a['cached_test_accuracy']:>12.4f}",
+                  f"{'frozen test accuracy, on the fly':<52}{a['on_the_fly_test_accuracy']:>12.4f}",
+                  f"{'difference, points':<52}{a['difference_points']:>12.2f}"]
     lines.append(f"{'peak resident memory, MB':<52}{results['peak_rss_mb']:>12.0f}")
     return "\n".join(lines)
 
@@ -131,8 +164,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--bf16", action="store_true", help="also time mixed_bfloat16")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "outputs" / "benchmarks" / "bench.json"))
+    parser.add_argument("--data-dir", default=os.environ.get("CIFAR10_DIR"),
+                        help="CIFAR-10 folder for the cached-vs-on-the-fly accuracy check")
+    parser.add_argument("--weights", default=os.environ.get("WEIGHTS", "hed-bsds500"))
+    parser.add_argument("--check-images", type=int, default=2000)
+    parser.add_argument("--check-epochs", type=int, default=3)
     args = parser.parse_args()
     results = bench(args.images, args.batch_size, args.bf16)
+    if args.data_dir:
+        results["accuracy"] = accuracy_check(args.data_dir, args.weights, args.check_images,
+                                             args.check_epochs)
     artifacts.write_json(Path(args.out), results)
     print("\n" + table(results))
     print(f"\nwritten: {args.out}")

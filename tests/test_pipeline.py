@@ -64,3 +64,18 @@ def test_papermill_by_hand(site, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["regime"] == "frozen"
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
+
+
+def test_unchanged_site_is_not_rebuilt(site, monkeypatch):
+    book = site["html"].parents[1]
+    key = runner.site_key("smoke", outputs=site["outputs"], book=book)
+    assert runner.site_key("smoke", outputs=site["outputs"], book=book) == key
+    (site["html"] / ".site_key").write_text(key + "\n")
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("an unchanged site was rebuilt")
+    monkeypatch.setattr(runner, "build_pages", rebuilt)
+    assert runner.build_report("smoke", outputs=site["outputs"], book=book) == site["index"]
+    (book / "method.md").write_text((book / "method.md").read_text() + "\nChanged.\n")
+    with pytest.raises(AssertionError, match="rebuilt"):
+        runner.build_report("smoke", outputs=site["outputs"], book=book)

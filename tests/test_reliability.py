@@ -3,6 +3,7 @@ the same seed gives the same metrics twice, and a failing experiment loses nothi
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 
 import psutil
 import pytest
+
+from vgg_transfer import runner
 
 from conftest import PROJECT_ROOT
 
@@ -116,3 +119,16 @@ def test_failed_experiment_is_isolated_and_keeps_the_earlier_result(shared_cifar
     assert good.read_text() == kept  # the earlier result survives the failed re-run
     record = json.loads((outputs / "tiny" / "runs" / "bad.failed").read_text())
     assert "does not fit a VGG16 base" in record["error"]
+
+    # The book still builds, with the failed experiments' pages saying so.
+    book = tmp_path / "book"
+    shutil.copytree(PROJECT_ROOT / "book", book,
+                    ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
+    first_run = outputs / "tiny" / "runs" / "good"
+    (outputs / "tiny" / "runs" / "good.failed").unlink()  # good's earlier run is shown again
+    runner.build_pages("tiny", experiments_file=str(experiments), outputs=outputs, book=book)
+    runner.build_site(strict=True, book=book)
+    failed_page = (book / "_build/html/results/experiments/bad.html").read_text()
+    assert "(failed)" in failed_page and "does not fit a VGG16 base" in failed_page
+    assert (book / "_build/html/results/experiments/good.html").is_file()
+    assert first_run.is_dir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -56,13 +57,20 @@ def _check_profile(args) -> None:
 
 
 class _CellBanners(logging.Filter):
-    """Drop papermill's per-cell banners so the log shows the notebooks' own lines."""
+    """Keep the notebooks' own lines (one per epoch); drop papermill's per-cell banners,
+    object reprs of displayed tables, TensorFlow's info chatter and blank lines."""
+
+    BANNERS = ("Executing Cell", "Ending Cell", "Executing notebook", "Input notebook",
+               "Output notebook", "Black is not", "I0000 ", "WARNING: All log messages before")
 
     def filter(self, record):
-        message = record.getMessage()
-        return not (message.startswith(("Executing Cell", "Ending Cell", "Executing notebook",
-                                         "Input notebook", "Output notebook", "Black is not"))
-                    or not message.strip())
+        lines = [line for line in record.getMessage().splitlines()
+                 if line.strip() and not line.startswith(self.BANNERS)
+                 and not re.fullmatch(r"<.* at 0x[0-9a-f]+>", line.strip())]
+        if not lines:
+            return False
+        record.msg, record.args = "\n".join(lines), ()
+        return True
 
 
 def _log_notebook_output() -> None:

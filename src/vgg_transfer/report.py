@@ -88,6 +88,14 @@ class Text(str):
         printer.text(str(self))
 
 
+def phrase(values, unit: str) -> str:
+    """Distinct counts as words: [3, 30, 3] -> "3 or 30 epochs", [2500] -> "2,500 images"."""
+    counts = sorted({int(v) for v in values})
+    words = [f"{n:,}" for n in counts]
+    joined = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return f"{joined} {unit}{'' if counts == [1] else 's'}"
+
+
 def glue_text(key: str, text: str) -> None:
     from myst_nb import glue
 
@@ -203,6 +211,13 @@ def bench_frame(bench: dict) -> pd.DataFrame:
              ("training loop / raw train_on_batch", f"{r['finetune']['loop_vs_raw_ratio']:.3f}")]
     if "bf16" in bench:
         rows.append(("mixed_bfloat16 / float32 training", f"{bench['bf16']['speedup']:.2f}×"))
+    if "accuracy" in bench:
+        a = bench["accuracy"]
+        rows += [(f"frozen test accuracy, cached ({a['train_images']:,} images, {a['epochs']} "
+                  f"epochs, {a['weights']})", f"{a['cached_test_accuracy']:.2%}"),
+                 ("frozen test accuracy, on the fly (same run)",
+                  f"{a['on_the_fly_test_accuracy']:.2%}"),
+                 ("difference (points)", f"{a['difference_points']:+.2f}")]
     rows += [("images per measurement", f"{bench['images']:,}"),
              ("peak resident memory (MB)", f"{bench['peak_rss_mb']:,.0f}"),
              ("hardware", f"{bench['hardware']['cpu']}, {bench['hardware']['cpu_count']} cores"

@@ -173,15 +173,28 @@ def _one_line(err: Exception) -> str:
 def _title_experiment(notebook: Path, output: Path, metrics: dict) -> None:
     """Copy an executed experiment notebook into the book with a title naming it."""
     nb = nbformat.read(notebook, as_version=4)
+    staging = notebook.parent.with_name(f".{notebook.parent.name}.partial")
     for cell in nb.cells:  # papermill's injected values: folded like the parameters cell
         tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags and "hide-input" not in tags:
-            cell.metadata["tags"] = [*tags, "hide-input"]
+        if "injected-parameters" in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"] if "hide-input" not in tags else tags
+            # the run was written to a staging folder, then moved into place
+            cell.source = cell.source.replace(str(staging), str(notebook.parent))
     nb.cells[0].source = (f"# Experiment: {metrics['name']}\n\n"
                           f"*{REGIME_TEXT.get(metrics['regime'], metrics['regime'])}; "
                           f"weights: {metrics['weights_label']}.*")
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, output)
+
+
+def _hide_injected(notebook: Path) -> None:
+    """A page's injected parameters (folders, names) are plumbing: keep them off the page."""
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(nb, notebook)
 
 
 def _failure_page(record: dict, output: Path, kept: Path | None) -> None:
@@ -246,6 +259,7 @@ def build_pages(profile: str, kernel: str | None = None, experiments_file: str |
             if page == "cost" else {}
         execute(NOTEBOOKS / f"{page}.ipynb", results / f"{page}.ipynb", {**params, **extra},
                 kernel)
+        _hide_injected(results / f"{page}.ipynb")
     write_toc(pages, book)
     return pages
 
@@ -269,9 +283,10 @@ def site_key(profile: str, experiments_file: str | None = None, outputs: Path = 
     for name in experiment_names(load_experiments(experiments_file), profile):
         for path in (folder / name / "run_key", folder / f"{name}.failed"):
             digest.update(path.read_bytes() if path.is_file() else b"-")
+    generated = {"_build", "results", "_toc.yml", "__pycache__"}
     sources = [*sorted(NOTEBOOKS.glob("*.ipynb")), Path(outputs) / "benchmarks" / "bench.json",
                *sorted(p for p in Path(book).rglob("*") if p.is_file()
-                       and not p.relative_to(book).parts[0] in ("_build", "results"))]
+                       and not generated & set(p.relative_to(book).parts))]
     for path in sources:
         digest.update(str(path.name).encode() + (path.read_bytes() if path.is_file() else b"-"))
     return digest.hexdigest()
