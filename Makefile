@@ -1,6 +1,7 @@
 # make report   venv + the quick profile + the site     (PROFILE=smoke|quick|seed)
 # make smoke    the tiny profile end to end, in minutes
 # make test     the test suite
+# make bench    benchmarks/bench.py (its table feeds the book's compute-cost page)
 # make clean    remove outputs and the built site
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUNARGS := --profile $(PROFILE) $(if $(KERNEL),--kernel $(KERNEL),)
 
-.PHONY: report smoke run build test clean venv
+.PHONY: report smoke run build test bench clean venv
 
 venv: $(STAMP)
 
@@ -35,6 +36,9 @@ build: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py --bf16 $(if $(CIFAR10_DIR),--data-dir $(CIFAR10_DIR),)
 
 clean:
 	$(PY) -m vgg_transfer clean

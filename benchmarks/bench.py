@@ -107,11 +107,14 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
     return results
 
 
-def accuracy_check(data_dir: str, weights: str, n: int, epochs: int) -> dict:
-    """Test accuracy of the frozen regime trained on cached features vs on the fly.
+def accuracy_check(data_dir: str, weights: str, n: int, epochs: int, bf16: bool) -> dict:
+    """Test accuracy of the frozen regime trained on cached features vs on the fly
+    (and, with `bf16`, cached under mixed_bfloat16).
 
     Same seed, same images, same epochs: the cache must not change what is learnt.
     """
+    import keras
+
     from vgg_transfer.data import load_cifar10, split_indices
     from vgg_transfer.evaluation import evaluate_predictions
     from vgg_transfer.training import train
@@ -119,14 +122,18 @@ def accuracy_check(data_dir: str, weights: str, n: int, epochs: int) -> dict:
     data = load_cifar10(data_dir)
     train_idx, val_idx = split_indices(data.y_train, 500, n, seed=0)
     out = {"train_images": n, "epochs": epochs, "weights": weights, "test_n": len(data.y_test)}
-    for cached in (True, False):
+    variants = [("cached", True, "float32"), ("on_the_fly", False, "float32")]
+    if bf16:
+        variants.append(("cached_bf16", True, "mixed_bfloat16"))
+    for key, cached, policy in variants:
+        keras.mixed_precision.set_global_policy(policy)
         set_seed(0)
         built = build_model("frozen", weights)
         result = train(built, "frozen", data.x_train[train_idx], data.y_train[train_idx],
                        data.x_train[val_idx], data.y_train[val_idx], epochs=epochs,
                        batch_size=128, learning_rate=1e-4, cache_features=cached, seed=0)
         probs = built.model.predict(data.x_test.astype("float32"), batch_size=256, verbose=0)
-        key = "cached" if cached else "on_the_fly"
+        keras.mixed_precision.set_global_policy("float32")
         out[f"{key}_test_accuracy"] = evaluate_predictions(probs, data.y_test)["test_accuracy"]
         out[f"{key}_seconds"] = result.train_seconds + result.feature_seconds
     out["difference_points"] = 100 * (out["cached_test_accuracy"] - out["on_the_fly_test_accuracy"])
@@ -154,6 +161,9 @@ def table(results: dict) -> str:
         lines += [f"{'frozen test accuracy, cached features':<52}{a['cached_test_accuracy']:>12.4f}",
                   f"{'frozen test accuracy, on the fly':<52}{a['on_the_fly_test_accuracy']:>12.4f}",
                   f"{'difference, points':<52}{a['difference_points']:>12.2f}"]
+        if "cached_bf16_test_accuracy" in a:
+            lines.append(f"{'frozen test accuracy, cached, mixed_bfloat16':<52}"
+                         f"{a['cached_bf16_test_accuracy']:>12.4f}")
     lines.append(f"{'peak resident memory, MB':<52}{results['peak_rss_mb']:>12.0f}")
     return "\n".join(lines)
 
@@ -173,7 +183,7 @@ def main() -> None:
     results = bench(args.images, args.batch_size, args.bf16)
     if args.data_dir:
         results["accuracy"] = accuracy_check(args.data_dir, args.weights, args.check_images,
-                                             args.check_epochs)
+                                             args.check_epochs, args.bf16)
     artifacts.write_json(Path(args.out), results)
     print("\n" + table(results))
     print(f"\nwritten: {args.out}")

@@ -26,7 +26,8 @@ def test_layers_merge_in_order():
     ({"epochs": -1}, "epochs: Input should be greater than 0"),
     ({"epochs": 0}, "epochs: Input should be greater than 0"),
     ({"epochs": "ten"}, "epochs: Input should be a valid integer"),
-    ({"regime": "thawed"}, "regime: Input should be 'scratch', 'frozen' or 'finetune'"),
+    ({"regime": "thawed"}, "regime: Input should be 'scratch', 'frozen', 'finetune', 'partial'"),
+    ({"head": "dense"}, "head: Input should be 'flatten' or 'gap'"),
     ({"weights": "imagenet21k"}, "weights: must be one of imagenet, hed-bsds500, none"),
     ({"data_dir": "/no/such/folder"}, "data_dir: folder not found"),
     ({"learning_rate": 0}, "learning_rate: Input should be greater than 0"),
@@ -68,6 +69,10 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     for profile in ("smoke", "quick", "seed"):
         configs = resolve_profile(spec, profile, env=env)
         assert [c.regime for c in configs] == ["scratch", "frozen", "finetune"]
+    extended = resolve_profile(spec, "extended", env=env)
+    assert {c.regime for c in extended} == {"scratch", "frozen", "finetune", "partial",
+                                            "two_phase", "scratch_bn"}
+    assert next(c for c in extended if c.regime == "scratch_bn").augment
 
 
 def test_cli_rejects_bad_profile():

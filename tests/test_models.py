@@ -84,3 +84,60 @@ def test_weights_file_path(tmp_path):
     (tmp_path / "bad.weights.h5").write_bytes(b"not a weights file")
     with pytest.raises(WeightsError, match="does not fit a VGG16 base"):
         build_base(str(tmp_path / "bad.weights.h5"), (32, 32, 3))
+
+
+BN_CHANNELS = 2 * 64 + 2 * 128 + 3 * 256 + 6 * 512  # one BatchNormalization per conv
+
+
+@pytest.mark.parametrize("regime, trainable, non_trainable", [
+    ("partial", 3 * (3 * 3 * 512 * 512 + 512) + HEAD_PARAMS, BASE_PARAMS - 3 * (3 * 3 * 512 * 512 + 512)),
+    # conv biases dropped before batch norm; gamma and beta train, the moving statistics do not
+    ("scratch_bn", BASE_PARAMS - BN_CHANNELS + 2 * BN_CHANNELS + HEAD_PARAMS, 2 * BN_CHANNELS),
+])
+def test_new_regimes_trainable_parameters(regime, trainable, non_trainable):
+    counts = param_counts(build_model(regime, "none").model)
+    assert (counts["trainable"], counts["non_trainable"]) == (trainable, non_trainable)
+
+
+def test_gap_head_and_augmentation():
+    built = build_model("frozen", "none", head="gap", augment=True)
+    assert built.head.get_layer("gap") is not None
+    assert param_counts(built.model)["trainable"] == HEAD_PARAMS  # 1x1x512 -> 512 either way
+    x, _ = _tiny_data(4)
+    x = x.astype("float32")
+    # augmentation acts in training only: inference is deterministic
+    assert np.array_equal(built.model(x, training=False), built.model(x, training=False))
+    augmented = built.model.get_layer("augment")(x, training=True)
+    assert not np.array_equal(np.asarray(augmented), x)
+
+
+def test_two_phase_freezes_then_unfreezes_from_a_block():
+    from vgg_transfer.training import train_two_phase
+
+    set_seed(0)
+    built = build_model("two_phase", "none")
+    assert param_counts(built.model)["trainable"] == HEAD_PARAMS  # phase 1: head only
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in built.base.layers}
+    x, y = _tiny_data()
+    result = train_two_phase(built, x, y, x[:8], y[:8], epochs=1, head_epochs=2, batch_size=16,
+                             learning_rate=1e-3, finetune_learning_rate=1e-5, unfreeze_from=5,
+                             patience=2, seed=0)
+    assert result.history["phase"] == [1, 1, 2]
+    block5 = 3 * (3 * 3 * 512 * 512 + 512)
+    assert param_counts(built.model)["trainable"] == block5 + HEAD_PARAMS
+    for layer in built.base.layers:
+        same = all(np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
+        if layer.get_weights():
+            assert same == (not layer.name.startswith("block5")), layer.name
+
+
+def test_nan_loss_stops_training_with_a_clear_message():
+    set_seed(0)
+    built = build_model("frozen", "none")
+    x, y = _tiny_data()
+    # a diverged weight (NaN input pixels do not do it: ReLU and max-pooling drop them)
+    kernel = built.head.get_layer("predictions").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    with pytest.raises(FloatingPointError, match=r"training diverged: \w+ became nan in epoch 1"):
+        train(built, "frozen", x, y, x[:8], y[:8], epochs=3, batch_size=16,
+              learning_rate=1e-3, cache_features=False)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPERIMENTS = PROJECT_ROOT / "experiments.yaml"
 
-REGIMES = ("scratch", "frozen", "finetune")
+REGIMES = ("scratch", "frozen", "finetune", "partial", "scratch_bn", "two_phase")
 WEIGHT_NAMES = ("imagenet", "hed-bsds500", "none")
 ENV_VARS = {"CIFAR10_DIR": "data_dir", "WEIGHTS": "weights"}
 
@@ -37,7 +37,8 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # experiment name; also its run folder
-    regime: Literal["scratch", "frozen", "finetune"]  # which layers train, see models.py
+    regime: Literal["scratch", "frozen", "finetune", "partial", "scratch_bn",
+                    "two_phase"]      # which layers train, see models.py
     weights: str = "imagenet"          # imagenet | hed-bsds500 | none | path to a .weights.h5
     data_dir: Optional[str] = None     # cifar-10-batches-py folder; None = Keras download
     image_size: int = Field(32, ge=32, le=224)  # input side in pixels; >32 upsamples in-model
@@ -48,6 +49,15 @@ class ExperimentConfig(BaseModel):
     learning_rate: float = Field(1e-4, gt=0)  # Adam
     seed: int = Field(0, ge=0)         # data split, initialisation and dropout
     cache_features: bool = True        # frozen regime: train the head on cached base outputs
+    head: Literal["flatten", "gap"] = "flatten"  # the original head, or global average pooling
+    augment: bool = False              # random flips and shifts inside the model (no cache then)
+    # two_phase only: phase 1 trains the head (at learning_rate) for at most head_epochs,
+    # stopping after `patience` epochs without a better validation accuracy; phase 2
+    # unfreezes blocks unfreeze_from..5 and trains `epochs` at finetune_learning_rate.
+    head_epochs: int = Field(10, gt=0)
+    patience: int = Field(2, gt=0)
+    unfreeze_from: int = Field(1, ge=1, le=5)
+    finetune_learning_rate: float = Field(1e-5, gt=0)
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     # mixed_bfloat16 speeds up CPUs with bf16 support; mixed_float16 is for GPUs only
 
@@ -68,8 +78,8 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _scratch_is_random(self) -> "ExperimentConfig":
-        if self.regime == "scratch" and self.weights != "none":
-            raise ValueError("weights: the scratch regime starts from random weights; "
+        if self.regime in ("scratch", "scratch_bn") and self.weights != "none":
+            raise ValueError(f"weights: the {self.regime} regime starts from random weights; "
                              f"set weights: none (got {self.weights!r})")
         return self
 

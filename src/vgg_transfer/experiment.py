@@ -15,7 +15,7 @@ from vgg_transfer.config import ExperimentConfig
 from vgg_transfer.data import load_cifar10, split_indices
 from vgg_transfer.evaluation import predictions_frame, evaluate_predictions
 from vgg_transfer.models import build_model, param_counts
-from vgg_transfer.training import set_seed, train
+from vgg_transfer.training import set_seed, train, train_two_phase
 
 
 def feature_files(cfg: ExperimentConfig, source: dict, weights: dict, train_idx: np.ndarray,
@@ -82,19 +82,24 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
     set_precision(cfg.precision)
     set_seed(cfg.seed)
     start = time.perf_counter()
-    built = build_model(cfg.regime, cfg.weights, cfg.image_size)
+    built = build_model(cfg.regime, cfg.weights, cfg.image_size, cfg.head, cfg.augment)
     timings["build_seconds"] = time.perf_counter() - start
-    params = param_counts(built.model)
 
     files = feature_files(cfg, data.source, built.weights, train_idx, val_idx,
                           run_dir.parent / ".feature-cache")
-    result = train(built, cfg.regime,
-                   data.x_train[train_idx], data.y_train[train_idx],
-                   data.x_train[val_idx], data.y_train[val_idx],
-                   epochs=cfg.epochs, batch_size=cfg.batch_size,
-                   learning_rate=cfg.learning_rate, cache_features=cfg.cache_features,
-                   feature_files=files, seed=cfg.seed,
-                   checkpoint=run_dir / "checkpoint.npz")
+    splits = (data.x_train[train_idx], data.y_train[train_idx],
+              data.x_train[val_idx], data.y_train[val_idx])
+    common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                  cache_features=cfg.cache_features and not cfg.augment, feature_files=files,
+                  seed=cfg.seed, checkpoint=run_dir / "checkpoint.npz")
+    if cfg.regime == "two_phase":
+        result = train_two_phase(built, *splits, head_epochs=cfg.head_epochs,
+                                 finetune_learning_rate=cfg.finetune_learning_rate,
+                                 unfreeze_from=cfg.unfreeze_from, patience=cfg.patience,
+                                 **common)
+    else:
+        result = train(built, cfg.regime, *splits, **common)
+    params = param_counts(built.model)  # after training: two_phase unfreezes on the way
     timings.update(train_seconds=result.train_seconds, feature_seconds=result.feature_seconds,
                    epoch_seconds=result.epoch_seconds)
 
@@ -105,7 +110,8 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
     timings["wall_seconds"] = time.perf_counter() - wall_start
     n_train = len(train_idx)
     timings["train_images_per_second"] = (
-        n_train * cfg.epochs / result.train_seconds if not result.cached else None)
+        n_train * len(result.history["loss"]) / result.train_seconds
+        if not result.cached else None)
     timings["test_images_per_second"] = len(data.y_test) / timings["test_seconds"]
 
     history = pd.DataFrame(result.history)
@@ -120,7 +126,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
         **evaluate_predictions(probs, data.y_test),
         "train_n": n_train,
         "val_n": int(len(val_idx)),
-        "epochs": cfg.epochs,
+        "epochs": len(history),
         "final_train_accuracy": float(history["accuracy"].iloc[-1]),
         "final_val_accuracy": float(history["val_accuracy"].iloc[-1]),
         "best_val_accuracy": float(history["val_accuracy"].iloc[best]),

@@ -13,7 +13,8 @@ import seaborn as sns
 from vgg_transfer import CLASS_NAMES
 
 _palette = sns.color_palette("colorblind")
-REGIME_COLORS = {"scratch": _palette[2], "frozen": _palette[0], "finetune": _palette[1]}
+REGIME_COLORS = {"scratch": _palette[2], "frozen": _palette[0], "finetune": _palette[1],
+                 "partial": _palette[4], "scratch_bn": _palette[3], "two_phase": _palette[5]}
 CORRECT, WRONG = "#1a7f37", "#cf222e"
 
 

@@ -16,6 +16,9 @@ REGIME_TEXT = {
     "scratch": "VGG16 architecture trained from random initialisation",
     "frozen": "pretrained VGG16 base frozen; only the head trains",
     "finetune": "pretrained VGG16 base and head all train (one phase)",
+    "partial": "pretrained VGG16 base with blocks 1–4 frozen; block 5 and the head train",
+    "scratch_bn": "VGG16 layout with batch normalisation, trained from random initialisation",
+    "two_phase": "the head on the frozen base first, then the unfrozen base at a low rate",
 }
 
 
@@ -218,6 +221,9 @@ def bench_frame(bench: dict) -> pd.DataFrame:
                  ("frozen test accuracy, on the fly (same run)",
                   f"{a['on_the_fly_test_accuracy']:.2%}"),
                  ("difference (points)", f"{a['difference_points']:+.2f}")]
+        if "cached_bf16_test_accuracy" in a:
+            rows.append(("frozen test accuracy, cached, mixed_bfloat16 (same run)",
+                         f"{a['cached_bf16_test_accuracy']:.2%}"))
     rows += [("images per measurement", f"{bench['images']:,}"),
              ("peak resident memory (MB)", f"{bench['peak_rss_mb']:,.0f}"),
              ("hardware", f"{bench['hardware']['cpu']}, {bench['hardware']['cpu_count']} cores"

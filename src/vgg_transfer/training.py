@@ -148,6 +148,8 @@ def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
         checkpoint: a file for the state after each epoch; when it exists, training resumes
             from it, and ends with the same result as an uninterrupted run.
     """
+    if regime == "two_phase":
+        raise ValueError("the two_phase regime trains with train_two_phase()")
     y_train_1h, y_val_1h = one_hot(y_train), one_hot(y_val)
     log = EpochLog(epochs)
     cached = regime == "frozen" and cache_features
@@ -170,29 +172,119 @@ def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
         done, hist = load_checkpoint(target, checkpoint)
         print(f"resuming after epoch {done}/{epochs} from {checkpoint.name}", flush=True)
     start = time.perf_counter()
-    for epoch in range(done, epochs):
-        # One fit() call per epoch, shuffled by our own seeded order, so that every epoch
-        # depends only on (seed, epoch) and the state at its start.
-        reseed_epoch(target, seed, epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
-        history = target.fit(inputs[order], y_train_1h[order],
-                             validation_data=(val_inputs, y_val_1h), initial_epoch=epoch,
-                             epochs=epoch + 1, batch_size=batch_size, shuffle=False,
-                             callbacks=[log, keras.callbacks.TerminateOnNaN()], verbose=0)
-        for name, values in history.history.items():
-            hist.setdefault(name, []).extend(float(v) for v in values)
-        _check_finite(hist)
-        if checkpoint is not None and epoch + 1 < epochs:
-            save_checkpoint(target, checkpoint, epoch + 1, hist)
+    fit_epochs(target, (inputs, y_train_1h), (val_inputs, y_val_1h), range(done, epochs),
+               batch_size, seed, log, hist, checkpoint, last=epochs)
     train_seconds = time.perf_counter() - start
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     # The full model shares the head's layers; compile it so it can be evaluated as a whole.
     compile_model(built.model, learning_rate)
     notes = [f"head trained on cached base features ({source})"] if cached else []
+    if regime == "frozen" and not cached:
+        notes.append("base features computed on the fly in every step "
+                     "(augmentation, or the cache switched off)")
     if done:
         notes.append(f"resumed after epoch {done} from a checkpoint")
     return TrainResult(hist, log.seconds, train_seconds, feature_seconds, cached, notes)
+
+
+def unfreeze(base: keras.Model, from_block: int) -> None:
+    """Make blocks `from_block`..5 of a VGG16 base trainable, the earlier ones frozen."""
+    base.trainable = True
+    for layer in base.layers:
+        block = int(layer.name[5]) if layer.name.startswith("block") else 0
+        layer.trainable = block >= from_block
+
+
+def train_two_phase(built: Built, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                    y_val: np.ndarray, *, epochs: int, head_epochs: int, batch_size: int,
+                    learning_rate: float, finetune_learning_rate: float, unfreeze_from: int,
+                    patience: int, cache_features: bool = True,
+                    feature_files: tuple[Path, Path] | None = None, seed: int = 0,
+                    checkpoint: Path | None = None) -> TrainResult:
+    """The Keras guide's recipe: the head first, then the unfrozen base at a low rate.
+
+    Phase 1 trains the head on the frozen base (on cached features when allowed) until
+    validation accuracy stops improving for `patience` epochs, at most `head_epochs`.
+    Phase 2 unfreezes blocks `unfreeze_from`..5, recompiles with `finetune_learning_rate` and
+    trains the whole model for `epochs`. Phase 1 is deterministic and cheap, so a resumed run
+    repeats it and restores phase 2 from the checkpoint.
+    """
+    head_log, tune_log = EpochLog(head_epochs, "head "), EpochLog(epochs, "fine-tune ")
+    y_train_1h, y_val_1h = one_hot(y_train), one_hot(y_val)
+    start = time.perf_counter()
+    if cache_features:
+        files = feature_files or (None, None)
+        f_train, _ = cached_features(built, x_train, batch_size, files[0])
+        f_val, _ = cached_features(built, x_val, batch_size, files[1])
+        target, inputs, val_inputs = built.head, f_train, f_val
+    else:
+        target, inputs, val_inputs = built.model, x_train.astype("float32"), x_val.astype("float32")
+    feature_seconds = time.perf_counter() - start if cache_features else 0.0
+    compile_model(target, learning_rate)
+    start = time.perf_counter()
+    head_hist = fit_epochs(target, (inputs, y_train_1h), (val_inputs, y_val_1h),
+                           range(head_epochs), batch_size, seed, head_log, {},
+                           patience=patience)
+    head_seconds = time.perf_counter() - start
+
+    unfreeze(built.base, unfreeze_from)
+    compile_model(built.model, finetune_learning_rate)  # recompile after changing trainable
+    hist, done = {}, 0
+    if checkpoint is not None and checkpoint.is_file():
+        done, hist = load_checkpoint(built.model, checkpoint)
+        print(f"resuming fine-tuning after epoch {done}/{epochs}", flush=True)
+    start = time.perf_counter()
+    fit_epochs(built.model, (x_train.astype("float32"), y_train_1h),
+               (x_val.astype("float32"), y_val_1h), range(done, epochs), batch_size,
+               seed + 7919, tune_log, hist, checkpoint, last=epochs)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    history = {name: head_hist[name] + hist[name] for name in hist}
+    history["phase"] = [1] * len(head_hist["loss"]) + [2] * len(hist["loss"])
+    notes = [f"phase 1: head on the frozen base for {len(head_hist['loss'])} epoch(s)"
+             f"{' (cached features)' if cache_features else ''}; phase 2: blocks "
+             f"{unfreeze_from}-5 and the head at learning rate {finetune_learning_rate:g} "
+             f"for {epochs} epoch(s)"]
+    if done:
+        notes.append(f"resumed after fine-tuning epoch {done} from a checkpoint")
+    return TrainResult(history, head_log.seconds + tune_log.seconds,
+                       head_seconds + time.perf_counter() - start, feature_seconds,
+                       cache_features, notes)
+
+
+def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
+               batch_size: int, seed: int, log: EpochLog, hist: dict,
+               checkpoint: Path | None = None, last: int | None = None,
+               patience: int | None = None) -> dict:
+    """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
+
+    Every epoch depends only on (seed, epoch) and the state at its start, which is what makes
+    a resumed run end like an uninterrupted one. Extends `hist` in place.
+
+    Args:
+        last: the final epoch number of the whole run; no checkpoint is written after it.
+        patience: stop when validation accuracy has not improved for this many epochs.
+    """
+    inputs, targets = train_data
+    for epoch in epochs:
+        reseed_epoch(target, seed, epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
+        history = target.fit(inputs[order], targets[order], validation_data=val_data,
+                             initial_epoch=epoch, epochs=epoch + 1, batch_size=batch_size,
+                             shuffle=False, verbose=0,
+                             callbacks=[log, keras.callbacks.TerminateOnNaN()])
+        for name, values in history.history.items():
+            hist.setdefault(name, []).extend(float(v) for v in values)
+        _check_finite(hist)
+        if checkpoint is not None and epoch + 1 < (last or epochs.stop):
+            save_checkpoint(target, checkpoint, epoch + 1, hist)
+        if patience and epoch + 1 < epochs.stop and len(hist["val_accuracy"]) > patience and \
+                max(hist["val_accuracy"][-patience:]) <= max(hist["val_accuracy"][:-patience]):
+            print(f"validation accuracy has not improved for {patience} epochs: "
+                  "moving on", flush=True)
+            break
+    return hist
 
 
 def _check_finite(hist: dict) -> None:
