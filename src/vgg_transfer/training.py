@@ -70,6 +70,24 @@ def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, dict]:
         return int(saved["epoch"]), json.loads(str(saved["history"]))
 
 
+def head_features(built: Built, x_train: np.ndarray, x_val: np.ndarray, batch_size: int,
+                  feature_files: tuple[Path, Path] | None) -> tuple:
+    """The frozen base's outputs for the training and validation images, cached on disk.
+
+    Returns:
+        (train features, val features, seconds, "computed" or "read from the feature cache").
+    """
+    start = time.perf_counter()
+    files = feature_files or (None, None)
+    f_train, hit_train = cached_features(built, x_train, batch_size, files[0])
+    f_val, hit_val = cached_features(built, x_val, batch_size, files[1])
+    seconds = time.perf_counter() - start
+    source = "read from the feature cache" if hit_train and hit_val else "computed"
+    print(f"features {source}: {len(f_train)} train + {len(f_val)} val images "
+          f"in {seconds:.1f} s", flush=True)
+    return f_train, f_val, seconds, source
+
+
 def one_hot(labels: np.ndarray) -> np.ndarray:
     return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
 
@@ -140,7 +158,7 @@ def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
 
     Args:
         built: from `models.build_model`.
-        regime: scratch | frozen | finetune; only `frozen` may use the feature cache.
+        regime: any but two_phase (see `train_two_phase`); only `frozen` uses the cache.
         x_*: uint8 or float images (N, 32, 32, 3), 0-255; y_*: integer labels.
         cache_features: frozen regime only: fit the head on precomputed base outputs.
         feature_files: where the (train, val) features live on disk, for reuse across runs.
@@ -155,14 +173,8 @@ def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
     cached = regime == "frozen" and cache_features
     feature_seconds = 0.0
     if cached:
-        start = time.perf_counter()
-        files = feature_files or (None, None)
-        f_train, hit_train = cached_features(built, x_train, batch_size, files[0])
-        f_val, hit_val = cached_features(built, x_val, batch_size, files[1])
-        feature_seconds = time.perf_counter() - start
-        source = "read from the feature cache" if hit_train and hit_val else "computed"
-        print(f"features {source}: {len(f_train)} train + {len(f_val)} val images "
-              f"in {feature_seconds:.1f} s", flush=True)
+        f_train, f_val, feature_seconds, source = head_features(built, x_train, x_val,
+                                                                batch_size, feature_files)
         target, inputs, val_inputs = built.head, f_train, f_val
     else:
         target, inputs, val_inputs = built.model, x_train.astype("float32"), x_val.astype("float32")
@@ -212,15 +224,13 @@ def train_two_phase(built: Built, x_train: np.ndarray, y_train: np.ndarray, x_va
     """
     head_log, tune_log = EpochLog(head_epochs, "head "), EpochLog(epochs, "fine-tune ")
     y_train_1h, y_val_1h = one_hot(y_train), one_hot(y_val)
-    start = time.perf_counter()
+    feature_seconds = 0.0
     if cache_features:
-        files = feature_files or (None, None)
-        f_train, _ = cached_features(built, x_train, batch_size, files[0])
-        f_val, _ = cached_features(built, x_val, batch_size, files[1])
+        f_train, f_val, feature_seconds, _ = head_features(built, x_train, x_val, batch_size,
+                                                           feature_files)
         target, inputs, val_inputs = built.head, f_train, f_val
     else:
         target, inputs, val_inputs = built.model, x_train.astype("float32"), x_val.astype("float32")
-    feature_seconds = time.perf_counter() - start if cache_features else 0.0
     compile_model(target, learning_rate)
     start = time.perf_counter()
     head_hist = fit_epochs(target, (inputs, y_train_1h), (val_inputs, y_val_1h),
