@@ -38,7 +38,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py --bf16 $(if $(CIFAR10_DIR),--data-dir $(CIFAR10_DIR),)
+	$(PY) benchmarks/bench.py $(if $(CIFAR10_DIR),--data-dir $(CIFAR10_DIR),)
 
 clean:
 	$(PY) -m vgg_transfer clean
