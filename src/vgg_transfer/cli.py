@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from vgg_transfer.config import ConfigError, load_experiments, parse_set, profile_names
+from vgg_transfer.config import (ConfigError, experiment_names, load_experiments, parse_set,
+                                 profile_names)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "list":
             spec = load_experiments()
-            from vgg_transfer.config import experiment_names
             for name in profile_names(spec):
                 print(f"{name}: {', '.join(experiment_names(spec, name))}")
             return 0

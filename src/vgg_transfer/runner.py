@@ -22,7 +22,8 @@ import nbformat
 import yaml
 
 from vgg_transfer import artifacts
-from vgg_transfer.config import PROJECT_ROOT, ExperimentConfig, load_experiments, resolve_profile
+from vgg_transfer.config import (PROJECT_ROOT, ExperimentConfig, experiment_names,
+                                 load_experiments, resolve_profile)
 from vgg_transfer.data import TEST_FILE, TRAIN_FILES, sha256_file
 from vgg_transfer.report import REGIME_TEXT
 
@@ -231,7 +232,6 @@ def build_pages(profile: str, kernel: str | None = None, experiments_file: str |
                 outputs: Path = OUTPUTS, book: Path = BOOK) -> list[str]:
     """Put the profile's experiment notebooks and the executed page notebooks under book/."""
     spec = load_experiments(experiments_file)
-    from vgg_transfer.config import experiment_names
     names = experiment_names(spec, profile)
     folder = runs_dir(profile, outputs)
     results = Path(book) / "results"
@@ -276,7 +276,6 @@ def build_site(strict: bool = True, book: Path = BOOK) -> Path:
 def site_key(profile: str, experiments_file: str | None = None, outputs: Path = OUTPUTS,
              book: Path = BOOK) -> str:
     """What the site is made of: the runs, the page templates, the book's sources, the code."""
-    from vgg_transfer.config import experiment_names
 
     digest = hashlib.sha256(f"{profile}\n{_code_hash()}".encode())
     folder = runs_dir(profile, outputs)
