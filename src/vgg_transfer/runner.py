@@ -8,6 +8,7 @@ the finished run already on disk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -53,17 +54,30 @@ def _code_hash() -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _file_hash(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def _hash(path: Path) -> str:
+    """SHA-256 of a file, computed once per process for an unchanged file: every experiment
+    of a profile reads the same data and weights files."""
+    path = Path(path).expanduser().resolve()
+    stat = path.stat()
+    return _file_hash(path, stat.st_size, stat.st_mtime_ns)
+
+
 def _inputs_hash(cfg: ExperimentConfig) -> dict:
-    """Hashes of the data files and weights a run reads (cheap next to training)."""
-    data = ({name: sha256_file(Path(cfg.data_dir) / name) for name in (*TRAIN_FILES, TEST_FILE)}
+    """Hashes of the data files and weights a run reads."""
+    data = ({name: _hash(Path(cfg.data_dir) / name) for name in (*TRAIN_FILES, TEST_FILE)}
             if cfg.data_dir else "keras-download")
     if cfg.weights == "hed-bsds500":
         from vgg_transfer.weights import hed_weights_path
-        weights = sha256_file(hed_weights_path())
+        weights = _hash(hed_weights_path())
     elif cfg.weights in ("none", "imagenet"):
         weights = cfg.weights
     else:
-        weights = sha256_file(Path(cfg.weights))
+        weights = _hash(Path(cfg.weights))
     return {"data": data, "weights": weights}
 
 
