@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny canonical CIFAR-10 folder, and the offline copy when present."""
 
+import json
 import os
 import pickle
 import shutil
@@ -50,9 +51,10 @@ def shared_cifar() -> Path:
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory):
-    """Run `frozen` on the smoke profile into a temporary outputs folder and build a book.
+    """Run the `smoke_study` profile (every regime, two seeds, every study) into a temporary
+    outputs folder and build a book from it.
 
-    Shared by the pipeline and browser tests, so the suite trains and builds once.
+    Shared by the pipeline, studies and browser tests, so the suite trains and builds once.
     """
     from vgg_transfer import runner
 
@@ -65,14 +67,20 @@ def site(tmp_path_factory):
         mp.setenv("CIFAR10_DIR", str(make_folder(root / "data")))
         overrides = {"train_size": 40, "val_size": 20}
     mp.setenv("WEIGHTS", "hed-bsds500")
-    outcomes = runner.run_experiments("smoke", overrides, only=["frozen"],
-                                      outputs=root / "outputs")
+    outcomes = runner.run_experiments(PROFILE, overrides, outputs=root / "outputs")
     book = root / "book"
     shutil.copytree(PROJECT_ROOT / "book", book,
                     ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
-    runner.build_pages("smoke", outputs=root / "outputs", book=book)
+    runner.build_pages(PROFILE, outputs=root / "outputs", book=book)
     index = runner.build_site(strict=True, book=book)
-    yield {"outcomes": outcomes, "run": root / "outputs" / "smoke" / "runs" / "frozen",
+    runs = runner.finished_runs(PROFILE, outputs=root / "outputs")
+    folder = root / "outputs" / PROFILE / "runs"
+    reference = next(name for name in runs["frozen"]
+                     if json.loads((folder / name / "metrics.json").read_text())["reference"])
+    yield {"outcomes": outcomes, "runs": runs, "profile": PROFILE, "run": folder / reference,
            "html": book / "_build" / "html", "index": index, "outputs": root / "outputs",
            "overrides": overrides}
     mp.undo()
+
+
+PROFILE = "smoke_study"

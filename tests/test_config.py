@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from vgg_transfer.config import ConfigError, load_experiments, parse_set, resolve, resolve_profile
+from vgg_transfer.config import (ConfigError, load_experiments, parse_set, profile_compare,
+                                 profile_studies, resolve, resolve_points, resolve_profile)
 
 SPEC = {
     "defaults": {"weights": "imagenet", "epochs": 10, "val_size": 5000},
@@ -38,9 +39,11 @@ def test_bad_values_name_the_key(overrides, message):
     assert "\n" not in str(err.value)
 
 
-def test_scratch_must_be_random():
-    with pytest.raises(ConfigError, match="scratch regime starts from random weights"):
-        resolve(SPEC, "scratch", "quick", overrides={"weights": "hed-bsds500"}, env={})
+@pytest.mark.parametrize("regime", ["scratch", "scratch_bn", "mlp"])
+def test_random_regimes_must_be_random(regime):
+    with pytest.raises(ConfigError, match=f"{regime} regime starts from random weights"):
+        resolve(SPEC, "scratch", "quick", overrides={"regime": regime, "weights": "hed-bsds500"},
+                env={})
 
 
 def test_unknown_profile_and_experiment():
@@ -67,12 +70,27 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     spec = load_experiments()
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
     for profile in ("smoke", "quick", "seed"):
-        configs = resolve_profile(spec, profile, env=env)
-        assert [c.regime for c in configs] == ["scratch", "frozen", "finetune"]
+        points = resolve_profile(spec, profile, env=env)
+        assert [p.cfg.regime for p in points] == ["scratch", "frozen", "finetune"]
+        assert [p.name for p in points] == ["scratch", "frozen", "finetune"]  # no grid
     extended = resolve_profile(spec, "extended", env=env)
-    assert {c.regime for c in extended} == {"scratch", "frozen", "finetune", "partial",
-                                            "two_phase", "scratch_bn"}
-    assert next(c for c in extended if c.regime == "scratch_bn").augment
+    assert {p.cfg.regime for p in extended} == {"scratch", "frozen", "finetune", "partial",
+                                                "two_phase", "scratch_bn", "mlp"}
+    assert next(p for p in extended if p.cfg.regime == "scratch_bn").cfg.augment
+    for profile in ("smoke_study", "study", "study_gpu"):
+        points = resolve_profile(spec, profile, env=env)
+        seeds = {}
+        for p in points:  # every setting runs at several seeds
+            seeds.setdefault(p.name.rsplit("-s", 1)[0], set()).add(p.cfg.seed)
+        assert min(len(s) for s in seeds.values()) >= 2
+        assert set(profile_studies(spec, profile)) == {
+            "protocol", "data_efficiency", "seeds", "resolution", "calibration", "gradcam",
+            "claims"}
+        assert profile_compare(spec, profile) == ["scratch", "frozen", "finetune"]
+    study = resolve_profile(spec, "study", env=env)
+    sizes = {p.cfg.train_size for p in study if p.experiment == "scratch_bn"}
+    assert sizes == {500, 2000, 6000}
+    assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64, 96}
 
 
 def test_cli_rejects_bad_profile():
@@ -91,3 +109,72 @@ def test_profile_can_override_one_experiment():
     bad = {**SPEC, "profiles": {"quick": {"experiments": {"thawed": {}}}}}
     with pytest.raises(ConfigError, match="unknown experiment 'thawed'"):
         resolve(bad, "frozen", "quick", env={})
+
+
+GRID = {
+    "defaults": {"weights": "none", "epochs": 3, "train_size": 2000},
+    "experiments": {
+        "frozen": {"regime": "frozen"},
+        "sbn": {"regime": "scratch_bn",
+                "grid": {"budget": [{"train_size": 500, "epochs": 12},
+                                    {"train_size": 2000, "epochs": 3}]}}},
+    "profiles": {"study": {"grid": {"seed": [0, 1]},
+                           "experiments": {"frozen": {"grid": {"train_size": [500, 2000, None]}}},
+                           "studies": {"seeds": None, "data_efficiency": ["frozen", "sbn"]}}},
+}
+
+
+def test_grid_expands_into_named_points_with_seed_last():
+    points = resolve_points(GRID, "frozen", "study", env={})
+    assert [p.name for p in points] == ["frozen-n500-s0", "frozen-n500-s1", "frozen-n2000-s0",
+                                        "frozen-n2000-s1", "frozen-nall-s0", "frozen-nall-s1"]
+    assert [p.cfg.train_size for p in points] == [500, 500, 2000, 2000, None, None]
+    assert [p.cfg.seed for p in points] == [0, 1] * 3
+    # the reference points sit at the experiment's own setting (train_size 2000)
+    assert [p.name for p in points if p.reference] == ["frozen-n2000-s0", "frozen-n2000-s1"]
+    assert all(p.experiment == "frozen" and p.cfg.name == p.name for p in points)
+
+
+def test_grid_axis_of_mappings_varies_keys_together():
+    points = resolve_points(GRID, "sbn", "study", env={})
+    assert [(p.cfg.train_size, p.cfg.epochs, p.cfg.seed) for p in points] == [
+        (500, 12, 0), (500, 12, 1), (2000, 3, 0), (2000, 3, 1)]
+    assert points[0].name == "sbn-n500-e12-s0"
+    assert [p.reference for p in points] == [False, False, True, True]
+
+
+def test_an_override_fixes_a_grid_axis():
+    points = resolve_points(GRID, "frozen", "study", overrides={"seed": 5}, env={})
+    assert [p.name for p in points] == ["frozen-n500", "frozen-n2000", "frozen-nall"]
+    assert {p.cfg.seed for p in points} == {5}
+    one = resolve_points(GRID, "sbn", "study", overrides={"seed": 0, "train_size": 500}, env={})
+    assert [(p.name, p.cfg.epochs) for p in one] == [("sbn-e12", 12), ("sbn-e3", 3)]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"seed": 3}, "grid.seed: must be a non-empty list"),
+    ({"seed": []}, "grid.seed: must be a non-empty list"),
+    ({"epochs": [0, 1]}, "point frozen-e0.*epochs: Input should be greater than 0"),
+    ({"epoch": [1, 2]}, "epoch: unknown key"),
+    ({"learning_rate": [1e-4, 1.0000001e-4]}, "two points the same name"),
+])
+def test_bad_grids_name_the_axis(grid, message):
+    spec = {**GRID, "profiles": {"p": {"experiments": {"frozen": {"grid": grid}}}}}
+    with pytest.raises(ConfigError, match=message):
+        resolve_points(spec, "frozen", "p", env={})
+
+
+def test_studies_and_compare_are_checked():
+    assert profile_studies(GRID, "study") == {"seeds": ["frozen", "sbn"],
+                                              "data_efficiency": ["frozen", "sbn"]}
+    bad = {**GRID, "profiles": {"p": {"studies": ["telepathy"]}}}
+    with pytest.raises(ConfigError, match="unknown study 'telepathy'"):
+        profile_studies(bad, "p")
+    bad = {**GRID, "profiles": {"p": {"only": ["frozen"], "studies": {"seeds": ["sbn"]}}}}
+    with pytest.raises(ConfigError, match="experiment 'sbn' is not in the profile"):
+        profile_studies(bad, "p")
+    bad = {**GRID, "profiles": {"p": {"only": ["frozen"], "compare": ["sbn"]}}}
+    with pytest.raises(ConfigError, match="compare: experiment 'sbn' is not in the profile"):
+        profile_compare(bad, "p")
+    with pytest.raises(ConfigError, match="unknown key 'studys'"):
+        resolve_profile({**GRID, "profiles": {"p": {"studys": []}}}, "p", env={})

@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from vgg_transfer.models import build_model, param_counts
-from vgg_transfer.training import set_seed, train
+from vgg_transfer.explain import fixed_examples, gradcam, gradcam_layer
+from vgg_transfer.models import build_model, param_counts, stem, top
+from vgg_transfer.training import FeatureCache, predict, set_seed, train
 from vgg_transfer.weights import WeightsError, build_base, hed_weights_path
 
 BASE_PARAMS = 14_714_688     # VGG16 convolutional base (13 conv layers)
@@ -89,8 +90,14 @@ def test_weights_file_path(tmp_path):
 BN_CHANNELS = 2 * 64 + 2 * 128 + 3 * 256 + 6 * 512  # one BatchNormalization per conv
 
 
+BLOCK5 = 3 * (3 * 3 * 512 * 512 + 512)
+MLP_PARAMS = 32 * 32 * 3 * 256 + 256 + 256 * 10 + 10  # the head straight on the pixels
+
+
 @pytest.mark.parametrize("regime, trainable, non_trainable", [
-    ("partial", 3 * (3 * 3 * 512 * 512 + 512) + HEAD_PARAMS, BASE_PARAMS - 3 * (3 * 3 * 512 * 512 + 512)),
+    ("partial", BLOCK5 + HEAD_PARAMS, BASE_PARAMS - BLOCK5),
+    ("two_phase", HEAD_PARAMS, BASE_PARAMS),  # before its second phase unfreezes the base
+    ("mlp", MLP_PARAMS, 0),
     # conv biases dropped before batch norm; gamma and beta train, the moving statistics do not
     ("scratch_bn", BASE_PARAMS - BN_CHANNELS + 2 * BN_CHANNELS + HEAD_PARAMS, 2 * BN_CHANNELS),
 ])
@@ -123,8 +130,8 @@ def test_two_phase_freezes_then_unfreezes_from_a_block():
                              learning_rate=1e-3, finetune_learning_rate=1e-5, unfreeze_from=5,
                              patience=2, seed=0)
     assert result.history["phase"] == [1, 1, 2]
-    block5 = 3 * (3 * 3 * 512 * 512 + 512)
-    assert param_counts(built.model)["trainable"] == block5 + HEAD_PARAMS
+    assert param_counts(built.model)["trainable"] == BLOCK5 + HEAD_PARAMS
+    assert "on cached outputs of blocks 1-4" in result.notes[0]
     for layer in built.base.layers:
         same = all(np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
         if layer.get_weights():
@@ -141,3 +148,55 @@ def test_nan_loss_stops_training_with_a_clear_message():
     with pytest.raises(FloatingPointError, match=r"training diverged: \w+ became nan in epoch 1"):
         train(built, "frozen", x, y, x[:8], y[:8], epochs=3, batch_size=16,
               learning_rate=1e-3, cache_features=False)
+
+
+@pytest.mark.parametrize("regime, blocks", [("frozen", 5), ("partial", 4)])
+def test_stem_and_top_compute_the_model(regime, blocks):
+    """The cached path is the same computation: top(stem(x)) == model(x)."""
+    built = build_model(regime, "hed-bsds500")
+    assert built.frozen_blocks == blocks
+    x, _ = _tiny_data(8)
+    x = x.astype("float32")
+    whole = built.model.predict(x, verbose=0)
+    split = top(built, blocks).predict(stem(built, blocks).predict(x, verbose=0), verbose=0)
+    assert np.allclose(whole, split, atol=1e-6)
+    assert np.allclose(predict(built, x, 4, FeatureCache()), whole, atol=1e-6)
+    assert stem(built, blocks).output.shape[1:] == ((1, 1, 512) if blocks == 5 else (2, 2, 512))
+
+
+def test_partial_trains_block5_on_cached_features_like_on_the_fly(tmp_path):
+    """Block 5 and the head trained on cached block-4 outputs end where on-the-fly training
+    ends, and the cache is written once and read back."""
+    x, y = _tiny_data(32)
+    finals = []
+    for cache_features in (False, True):
+        set_seed(0)
+        built = build_model("partial", "hed-bsds500")
+        before = [w.copy() for w in built.base.get_layer("block4_conv3").get_weights()]
+        cache = FeatureCache(tmp_path, {"test": 1}, {"train": np.arange(32), "val": np.arange(8)})
+        result = train(built, "partial", x, y, x[:8], y[:8], epochs=2, batch_size=16,
+                       learning_rate=1e-4, cache_features=cache_features, cache=cache, seed=0)
+        assert result.cached == cache_features
+        assert all(np.array_equal(a, b) for a, b in
+                   zip(before, built.base.get_layer("block4_conv3").get_weights()))
+        finals.append(built.base.get_layer("block5_conv3").get_weights()[0])
+    assert np.allclose(finals[0], finals[1], atol=1e-4)
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.npy")) == ["train", "val"]
+    assert len(list(tmp_path.glob("*.json"))) == 2  # how long computing them took
+
+
+def test_gradcam_heatmaps():
+    built = build_model("frozen", "hed-bsds500")
+    assert gradcam_layer(built) == "block4_conv3"  # block 5 is 2x2 at 32 px
+    assert gradcam_layer(build_model("frozen", "none", image_size=64)) == "block5_conv3"
+    assert gradcam_layer(build_model("mlp", "none")) is None
+    x, _ = _tiny_data(4)
+    cams = gradcam(built, x)
+    assert cams["heatmaps"].shape == (4, 32, 32) and cams["side"] == 4
+    assert cams["heatmaps"].min() >= 0 and cams["heatmaps"].max() <= 1
+    predicted = built.model.predict(x.astype("float32"), verbose=0).argmax(axis=1)
+    assert np.array_equal(cams["classes"], predicted)  # the predicted class by default
+    other = gradcam(built, x, classes=(predicted + 1) % 10)
+    assert not np.allclose(other["heatmaps"], cams["heatmaps"])
+    labels = np.array([3, 1, 3, 0, 1, 2])
+    assert fixed_examples(labels).tolist() == [0, 1, 3, 5]  # the first image of each class

@@ -1,4 +1,5 @@
-"""End to end: papermill runs the template on the smoke profile, then the book builds from it."""
+"""End to end: papermill runs every experiment of the smoke_study profile, then the book
+builds from it, Studies included."""
 
 import json
 import subprocess
@@ -7,47 +8,88 @@ import sys
 import pytest
 from bs4 import BeautifulSoup
 
-from vgg_transfer import runner
+from vgg_transfer import runner, sweep
+from vgg_transfer.config import STUDIES, load_experiments, resolve_points
 
 from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def test_run_folder_is_complete(site):
-    assert [o.status for o in site["outcomes"]] == ["ok"]
+def _text(path):
+    return BeautifulSoup(path.read_text(), "html.parser").get_text()
+
+
+def test_every_run_folder_is_complete(site):
+    assert {o.status for o in site["outcomes"]} == {"ok"}
+    assert len(site["runs"]) == 8 and all(site["runs"].values())
+    folder = site["outputs"] / site["profile"] / "runs"
+    for names in site["runs"].values():
+        for name in names:
+            for file in ("config.json", "metrics.json", "history.csv", "predictions.csv",
+                         "provenance.json", "timings.json", "run_key"):
+                assert (folder / name / file).is_file(), (name, file)
     run = site["run"]
-    for name in ("config.json", "metrics.json", "history.csv", "predictions.csv",
-                 "provenance.json", "timings.json", "notebook.ipynb", "run_key"):
-        assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     provenance = json.loads((run / "provenance.json").read_text())
-    assert metrics["regime"] == "frozen" and metrics["cached_features"]
+    assert metrics["regime"] == "frozen" and metrics["cached_features"] and metrics["reference"]
+    assert metrics["experiment"] == "frozen" and metrics["axes"]["seed"] == 0
     assert metrics["test_n"] == provenance["data"]["test"]
     assert provenance["weights"]["name"] == "hed-bsds500"
     assert provenance["packages"]["tensorflow"] and provenance["hardware"]["cpu_count"]
+    assert (run / "gradcam.npz").is_file()
+    assert not any((folder / name / "gradcam.npz").exists() for name in site["runs"]["mlp"])
+    for name in site["runs"]:
+        assert (site["outputs"] / site["profile"] / "notebooks" / f"{name}.ipynb").is_file()
 
 
 def test_site_shows_figures_and_the_runs_accuracy(site):
     metrics = json.loads((site["run"] / "metrics.json").read_text())
     shown = f"{metrics['test_accuracy']:.1%}"
-    page = BeautifulSoup((site["html"] / "results/experiments/frozen.html").read_text(),
-                         "html.parser")
+    html = site["html"]
+    page = BeautifulSoup((html / "results/experiments/frozen.html").read_text(), "html.parser")
     images = [img["src"] for img in page.find_all("img") if img["src"].endswith(".png")]
     assert len(images) >= 4  # curves, sample predictions, confusion matrix, per-class
     for src in images:
-        assert (site["html"] / "results/experiments" / src).is_file(), src
+        assert (html / "results/experiments" / src).is_file(), src
     assert shown in page.get_text()
-    comparison = (site["html"] / "results/comparison.html").read_text()
-    assert shown in BeautifulSoup(comparison, "html.parser").get_text()
     for page_name in ("results/intro", "transfer_learning", "results/vgg16", "method",
-                      "limitations", "improvements", "results/conclusion",
-                      "results/reproducibility"):
-        assert (site["html"] / f"{page_name}.html").is_file(), page_name
+                      "results/comparison", "results/cost", "results/limitations",
+                      "results/improvements", "results/conclusion", "results/reproducibility"):
+        assert (html / f"{page_name}.html").is_file(), page_name
 
 
-def test_unchanged_run_is_reused(site):
-    outcomes = runner.run_experiments("smoke", site["overrides"], only=["frozen"],
+def test_studies_pages_show_this_builds_numbers(site):
+    """Each study page exists and states numbers computed from the runs on disk."""
+    html = site["html"] / "results" / "studies"
+    assert sorted(p.stem for p in html.glob("*.html")) == sorted(STUDIES)
+    folder = site["outputs"] / site["profile"] / "runs"
+    metrics = {name: json.loads((folder / name / "metrics.json").read_text())
+               for names in site["runs"].values() for name in names}
+    seeds = _text(html / "seeds.html")
+    frozen = [m["test_accuracy"] for m in metrics.values()
+              if m["experiment"] == "frozen" and m["reference"]]
+    assert f"{sum(frozen) / len(frozen):.1%}" in seeds  # the mean over seeds
+    assert "McNemar p =" in seeds and "in the 2 seeds" in seeds
+    efficiency = _text(html / "data_efficiency.html")
+    assert "100 images" in efficiency and "200 images" in efficiency
+    resolution = _text(html / "resolution.html")
+    assert "s per 1,000 images" in resolution and "nan" not in resolution
+    calibration = _text(html / "calibration.html")
+    eces = [m["test_ece"] for m in metrics.values() if m["experiment"] == "partial"]
+    assert f"{sum(eces) / len(eces):.3f}" in calibration
+    claims = _text(html / "claims.html")
+    assert "73.7%" in claims and "33.7%" in claims  # the original's numbers, quoted
+    assert "partial:" in claims
+    for page in html.glob("*.html"):  # every study says what budget produced it
+        assert "seeds per point" in _text(page) or page.stem == "protocol", page.stem
+    for page in ("limitations", "improvements", "conclusion"):
+        text = _text(site["html"] / "results" / f"{page}.html")
+        assert "nan" not in text and "%" in text, page
+
+
+def test_unchanged_runs_are_reused(site):
+    outcomes = runner.run_experiments(site["profile"], site["overrides"], only=["frozen"],
                                       outputs=site["outputs"])
     assert [o.status for o in outcomes] == ["cached"]
 
@@ -66,16 +108,23 @@ def test_papermill_by_hand(site, tmp_path):
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
 
 
+def test_one_run_dir_needs_one_point(tmp_path):
+    points = resolve_points(load_experiments(), "frozen", "smoke_study")
+    with pytest.raises(ValueError, match="has 4 runs under profile smoke_study.*train_size, seed"):
+        sweep.run_in_notebook(points, "smoke_study", run_dir=str(tmp_path))
+
+
 def test_unchanged_site_is_not_rebuilt(site, monkeypatch):
     book = site["html"].parents[1]
-    key = runner.site_key("smoke", outputs=site["outputs"], book=book)
-    assert runner.site_key("smoke", outputs=site["outputs"], book=book) == key
+    profile = site["profile"]
+    key = runner.site_key(profile, outputs=site["outputs"], book=book)
+    assert runner.site_key(profile, outputs=site["outputs"], book=book) == key
     (site["html"] / ".site_key").write_text(key + "\n")
 
     def rebuilt(*args, **kwargs):
         raise AssertionError("an unchanged site was rebuilt")
     monkeypatch.setattr(runner, "build_pages", rebuilt)
-    assert runner.build_report("smoke", outputs=site["outputs"], book=book) == site["index"]
+    assert runner.build_report(profile, outputs=site["outputs"], book=book) == site["index"]
     (book / "method.md").write_text((book / "method.md").read_text() + "\nChanged.\n")
     with pytest.raises(AssertionError, match="rebuilt"):
-        runner.build_report("smoke", outputs=site["outputs"], book=book)
+        runner.build_report(profile, outputs=site["outputs"], book=book)

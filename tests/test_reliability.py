@@ -126,6 +126,7 @@ def test_failed_experiment_is_isolated_and_keeps_the_earlier_result(shared_cifar
                     ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
     first_run = outputs / "tiny" / "runs" / "good"
     (outputs / "tiny" / "runs" / "good.failed").unlink()  # good's earlier run is shown again
+    (outputs / "tiny" / "notebooks" / "good.failed").unlink()
     runner.build_pages("tiny", experiments_file=str(experiments), outputs=outputs, book=book)
     runner.build_site(strict=True, book=book)
     failed_page = (book / "_build/html/results/experiments/bad.html").read_text()

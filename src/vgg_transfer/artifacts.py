@@ -8,6 +8,7 @@ A run folder is self-describing:
     timings.json      wall time of each part, images per second
     history.csv       per-epoch training and validation loss and accuracy
     predictions.csv   per test image: true, predicted, confidence, probabilities
+    gradcam.npz       Grad-CAM heatmaps of the predicted class for a few test images
     provenance.json   data (folder, counts, hashes), weights (source, hash), packages,
                       hardware, git commit, wall time, peak memory
 """
@@ -52,6 +53,16 @@ def write_json(path: Path, data) -> None:
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     write_atomic(path, frame.to_csv(index=False))
+
+
+def write_npz(path: Path, **arrays) -> None:
+    """Arrays in one .npz file, written through a temporary neighbour and a rename."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def read_json(path: Path):

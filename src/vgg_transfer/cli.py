@@ -61,8 +61,9 @@ class _CellBanners(logging.Filter):
     """Keep the notebooks' own lines (one per epoch); drop papermill's per-cell banners,
     object reprs of displayed tables, TensorFlow's info chatter and blank lines."""
 
-    BANNERS = ("Executing Cell", "Ending Cell", "Executing notebook", "Input notebook",
-               "Output notebook", "Black is not", "I0000 ", "WARNING: All log messages before")
+    BANNERS = ("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
+               "Output Notebook", "Working directory", "Black is not", "I0000 ", "E0000 ",
+               "WARNING: All log messages before", "<Figure size")
 
     def filter(self, record):
         lines = [line for line in record.getMessage().splitlines()
@@ -117,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # one line for the user; the traceback is in the run folder
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # one line for the user; the traceback is in the notebook
+        from vgg_transfer.sweep import one_line
+
+        print(f"error: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
         return 1
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min")
     if failed:

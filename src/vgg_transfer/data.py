@@ -6,6 +6,7 @@ images, the download 10,000) and reports the counts; nothing here assumes a size
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 from dataclasses import dataclass, field
@@ -148,8 +149,26 @@ def load_download() -> CIFAR10:
 
 
 def load_cifar10(data_dir: str | Path | None = None) -> CIFAR10:
-    """CIFAR-10 from a local folder when one is given, else from the Keras download."""
-    return load_folder(Path(data_dir)) if data_dir else load_download()
+    """CIFAR-10 from a local folder when one is given, else from the Keras download.
+
+    A folder is read (and hashed) once per process while its files are unchanged: a sweep
+    runs many models on the same data. Treat the arrays as read-only.
+    """
+    if not data_dir:
+        return load_download()
+    folder = Path(data_dir).expanduser().resolve()
+    files = [folder / name for name in (*TRAIN_FILES, TEST_FILE)]
+    files += [folder.parent / f"{folder.name}.sha256", folder / "SHA256SUMS"]  # manifests
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file())
+    return _load_folder_once(folder, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_folder_once(folder: Path, stamp: tuple) -> CIFAR10:
+    data = load_folder(folder)
+    for array in (data.x_train, data.y_train, data.x_test, data.y_test):
+        array.flags.writeable = False
+    return data
 
 
 def stratified_take(y: np.ndarray, indices: np.ndarray, n: int,

@@ -1,9 +1,8 @@
-"""One experiment, start to finish: data -> fresh model -> training -> test -> run folder."""
+"""One run, start to finish: data -> fresh model -> training -> test -> Grad-CAM -> run folder."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -13,21 +12,20 @@ import pandas as pd
 from vgg_transfer import artifacts, models
 from vgg_transfer.config import ExperimentConfig
 from vgg_transfer.data import load_cifar10, split_indices
-from vgg_transfer.evaluation import predictions_frame, evaluate_predictions
+from vgg_transfer.evaluation import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
+from vgg_transfer.explain import fixed_examples, gradcam
 from vgg_transfer.models import build_model, param_counts
-from vgg_transfer.training import set_seed, train, train_two_phase
+from vgg_transfer.training import FeatureCache, predict, set_seed, train, train_two_phase
 
 
-def feature_files(cfg: ExperimentConfig, source: dict, weights: dict, train_idx: np.ndarray,
-                  val_idx: np.ndarray, folder: Path) -> tuple[Path, Path]:
-    """Cache files for the frozen base's features, named by what determines them.
-
-    The key covers the weights (their hash; random weights by seed), input size and
-    preprocessing, the data files and the exact images, and the Keras/TensorFlow versions.
-    """
+def feature_cache(cfg: ExperimentConfig, source: dict, weights: dict, indices: dict,
+                  folder: Path) -> FeatureCache:
+    """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
+    weights (their hash; random weights by seed), input size and preprocessing, the data
+    files, the Keras version and the model code."""
     import keras
 
-    common = {
+    key = {
         "weights": weights.get("sha256") or f"{weights['name']}-seed{cfg.seed}",
         "image_size": cfg.image_size,
         "preprocess": "keras.applications.vgg16.preprocess_input",
@@ -35,13 +33,7 @@ def feature_files(cfg: ExperimentConfig, source: dict, weights: dict, train_idx:
         "keras": keras.__version__,
         "features_code": hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest(),
     }
-
-    def path(split: str, idx: np.ndarray) -> Path:
-        payload = json.dumps({**common, "indices": hashlib.sha256(idx.tobytes()).hexdigest()},
-                             sort_keys=True)
-        return folder / f"{split}-{hashlib.sha256(payload.encode()).hexdigest()[:24]}.npy"
-
-    return path("train", train_idx), path("val", val_idx)
+    return FeatureCache(folder, key, indices)
 
 
 def set_precision(policy: str) -> None:
@@ -57,17 +49,25 @@ def set_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
-def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
+def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = None,
+        axes: dict | None = None, reference: bool = True) -> dict:
     """Train and evaluate one configuration and write its run folder.
 
     The test set is used once, after training, for the final evaluation; the validation
     split is carved from the training set.
 
+    Args:
+        experiment, axes, reference: where the run sits in its experiment's grid (see
+            `config.Point`); recorded in metrics.json so pages can group runs.
+
     Returns:
         The metrics dict written to metrics.json.
     """
+    import keras
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    keras.backend.clear_session()  # a sweep runs many models in one process
     wall_start = time.perf_counter()
     timings = {}
     print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}", flush=True)
@@ -85,13 +85,16 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
     built = build_model(cfg.regime, cfg.weights, cfg.image_size, cfg.head, cfg.augment)
     timings["build_seconds"] = time.perf_counter() - start
 
-    files = feature_files(cfg, data.source, built.weights, train_idx, val_idx,
+    use_cache = cfg.cache_features and not cfg.augment
+    cache = feature_cache(cfg, data.source, built.weights,
+                          {"train": train_idx, "val": val_idx,
+                           "test": np.arange(len(data.y_test))},
                           run_dir.parent / ".feature-cache")
     splits = (data.x_train[train_idx], data.y_train[train_idx],
               data.x_train[val_idx], data.y_train[val_idx])
     common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-                  cache_features=cfg.cache_features and not cfg.augment, feature_files=files,
-                  seed=cfg.seed, checkpoint=run_dir / "checkpoint.npz")
+                  cache_features=use_cache, cache=cache, seed=cfg.seed,
+                  checkpoint=run_dir / "checkpoint.npz")
     if cfg.regime == "two_phase":
         result = train_two_phase(built, *splits, head_epochs=cfg.head_epochs,
                                  finetune_learning_rate=cfg.finetune_learning_rate,
@@ -101,17 +104,23 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
         result = train(built, cfg.regime, *splits, **common)
     params = param_counts(built.model)  # after training: two_phase unfreezes on the way
     timings.update(train_seconds=result.train_seconds, feature_seconds=result.feature_seconds,
-                   epoch_seconds=result.epoch_seconds)
+                   feature_images=result.feature_images, epoch_seconds=result.epoch_seconds)
 
     start = time.perf_counter()
-    probs = built.model.predict(data.x_test.astype("float32"), batch_size=cfg.batch_size,
-                                verbose=0)
+    probs = predict(built, data.x_test, cfg.batch_size, cache if use_cache else None)
     timings["test_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    cams = explain_run(built, data.x_test, data.y_test, probs, cfg.seed)
+    timings["gradcam_seconds"] = time.perf_counter() - start
     timings["wall_seconds"] = time.perf_counter() - wall_start
     n_train = len(train_idx)
     timings["train_images_per_second"] = (
         n_train * len(result.history["loss"]) / result.train_seconds
         if not result.cached else None)
+    # measured when the features were first computed, by this run or an earlier one
+    timings["feature_images_per_second"] = (
+        float(result.feature_rate) if result.feature_rate and np.isfinite(result.feature_rate)
+        else None)
     timings["test_images_per_second"] = len(data.y_test) / timings["test_seconds"]
 
     history = pd.DataFrame(result.history)
@@ -120,6 +129,9 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
     metrics = {
         "status": "ok",
         "name": cfg.name,
+        "experiment": experiment or cfg.name,
+        "axes": axes or {},
+        "reference": reference,
         "regime": cfg.regime,
         "weights": cfg.weights,
         "weights_label": cfg.describe_weights(),
@@ -150,6 +162,8 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
     artifacts.write_json(run_dir / "config.json", cfg.model_dump())
     artifacts.write_csv(run_dir / "history.csv", history)
     artifacts.write_csv(run_dir / "predictions.csv", predictions_frame(probs, data.y_test))
+    if cams is not None:
+        artifacts.write_npz(run_dir / "gradcam.npz", **cams)
     artifacts.write_json(run_dir / "provenance.json", provenance)
     artifacts.write_json(run_dir / "timings.json", timings)
     artifacts.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks success
@@ -158,3 +172,20 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> dict:
           f"{metrics['test_accuracy_ci95'][1]:.3f}); wall {timings['wall_seconds']:.1f} s, "
           f"peak memory {provenance['peak_rss_mb']:,.0f} MB", flush=True)
     return metrics
+
+
+def explain_run(built, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                seed: int) -> dict | None:
+    """Grad-CAM of the model's predicted class for two sets of test images: one per class
+    (the same for every run) and the run's sample predictions (8 right, 8 wrong)."""
+    if built.base is None:
+        return None
+    predicted = probs.argmax(axis=1)
+    right, wrong = pick_examples(labels, predicted, SAMPLES, seed)
+    indices = np.concatenate([fixed_examples(labels), right, wrong])
+    cams = gradcam(built, images[indices], predicted[indices])
+    return {"indices": indices, "heatmaps": cams["heatmaps"].astype("float16"),
+            "predicted": predicted[indices], "layer": np.array(cams["layer"]),
+            "side": np.array(cams["side"]),
+            "set": np.array(["fixed"] * (len(indices) - len(right) - len(wrong))
+                            + ["right"] * len(right) + ["wrong"] * len(wrong))}

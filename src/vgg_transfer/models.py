@@ -13,6 +13,12 @@ head: Flatten -> Dense 256 ReLU -> Dropout 0.5 -> Dense 10 softmax.
               the fair from-scratch baseline (best with `augment`).
 - two_phase:  built like frozen; `training.train_two_phase` trains the head, then unfreezes the
               base (recompiling) and fine-tunes at a low learning rate.
+- mlp:        no convolutional base: the head on the preprocessed pixels. A reconstruction of
+              the kind of model the original notebook trained as "scratch".
+
+Frozen leading blocks compute the same outputs in every epoch, so the training loop can cache
+them: `stem(built, k)` maps images to the output of block k, `top(built, k)` maps that output
+to class probabilities through the trainable rest (sharing its layers with `built.model`).
 
 Options for every regime: `head` ("flatten", the original, or "gap", global average pooling)
 and `augment` (random horizontal flips and translations, as layers inside the model, active
@@ -21,7 +27,7 @@ only in training).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -47,10 +53,11 @@ class Built:
     """A freshly built model and the parts the training loop needs."""
 
     model: keras.Model       # image (0-255) -> class probabilities
-    base: keras.Model        # the VGG16 convolutional base
+    base: keras.Model | None  # the VGG16 convolutional base (None for mlp)
     head: keras.Model        # Flatten -> Dense 256 -> Dropout -> Dense 10
-    features: keras.Model    # image -> base output: the freeze boundary of the frozen regime
     weights: dict            # provenance of the base's weights
+    pipeline: list = field(default_factory=list)  # upsampling and preprocessing layers
+    frozen_blocks: int = 0   # leading base blocks that are frozen (5 = the whole base)
 
 
 def build_head(feature_shape: tuple[int, ...], pooling: str = "flatten") -> keras.Sequential:
@@ -69,7 +76,12 @@ def build_head(feature_shape: tuple[int, ...], pooling: str = "flatten") -> kera
     ], name="head")
 
 
-REGIMES = ("scratch", "frozen", "finetune", "partial", "scratch_bn", "two_phase")
+REGIMES = ("scratch", "frozen", "finetune", "partial", "scratch_bn", "two_phase", "mlp")
+FROZEN_BLOCKS = {"frozen": 5, "two_phase": 5, "partial": 4}  # at build time; others: 0
+
+
+BN_MOMENTUM = 0.9  # Keras's 0.99 leaves the moving statistics far off after a few dozen
+# steps, and evaluation (which uses them) then sits at chance; 0.9 is PyTorch's default
 
 
 def build_vgg16_bn(input_shape: tuple[int, int, int]) -> keras.Model:
@@ -80,7 +92,7 @@ def build_vgg16_bn(input_shape: tuple[int, int, int]) -> keras.Model:
         for i in range(1, convs + 1):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
                               name=f"block{block}_conv{i}")(x)
-            x = layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{block}_bn{i}")(x)
             x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     return keras.Model(inputs, x, name="vgg16_bn")
@@ -109,26 +121,79 @@ def build_model(regime: str, weights: str = "none", image_size: int = 32,
         raise ValueError(f"regime: unknown regime {regime!r} (allowed: {', '.join(REGIMES)})")
     inputs = keras.Input(shape=(32, 32, 3), name="image")
     x = augmentation()(inputs) if augment else inputs
-    if image_size != 32:
-        x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="upsample")(x)
-    x = VGGPreprocess(name="vgg_preprocess")(x)
+    pipeline = [layers.Resizing(image_size, image_size, interpolation="bilinear",
+                                name="upsample")] if image_size != 32 else []
+    pipeline.append(VGGPreprocess(name="vgg_preprocess"))
+    for layer in pipeline:
+        x = layer(x)
+    if regime == "mlp":
+        head_model = build_head(tuple(x.shape[1:]), pooling=head)
+        provenance = {"name": "none", "source": "random init (no convolutional base)",
+                      "path": None, "sha256": None}
+        return Built(keras.Model(inputs, head_model(x), name="mlp"), None, head_model,
+                     provenance, pipeline)
     if regime == "scratch_bn":
         base = build_vgg16_bn((image_size, image_size, 3))
         provenance = {"name": "none", "source": "random init (VGG16 layout with batch norm)",
                       "path": None, "sha256": None}
     else:
         base, provenance = build_base(weights, (image_size, image_size, 3))
-    if regime in ("frozen", "partial", "two_phase"):  # two_phase starts frozen
-        base.trainable = regime == "partial"
-        for layer in base.layers:  # partial: only block 5 trains
-            layer.trainable = regime == "partial" and layer.name.startswith("block5")
+    frozen_blocks = FROZEN_BLOCKS.get(regime, 0)
+    if frozen_blocks:
+        freeze_blocks(base, frozen_blocks)
         features = base(x, training=False)  # inference mode, whatever fit() asks
     else:
         base.trainable = True
         features = base(x)
-    head = build_head(tuple(features.shape[1:]), pooling=head)
-    model = keras.Model(inputs, head(features), name=f"vgg16_{regime}")
-    return Built(model, base, head, keras.Model(inputs, features, name="features"), provenance)
+    head_model = build_head(tuple(features.shape[1:]), pooling=head)
+    model = keras.Model(inputs, head_model(features), name=f"vgg16_{regime}")
+    return Built(model, base, head_model, provenance, pipeline, frozen_blocks)
+
+
+def block_of(layer) -> int:
+    """The VGG16 block (1-5) a base layer belongs to, 0 for the input layer."""
+    return int(layer.name[5]) if layer.name.startswith("block") else 0
+
+
+def freeze_blocks(base: keras.Model, blocks: int) -> None:
+    """Freeze blocks 1..`blocks` of a VGG16 base and let the later ones train.
+
+    Recompile afterwards: the optimiser only sees what was trainable when it was compiled.
+    """
+    base.trainable = blocks < 5
+    for layer in base.layers:
+        layer.trainable = block_of(layer) > blocks
+
+
+def _split(built: Built, blocks: int) -> tuple[list, list]:
+    """The base's layers up to and including block `blocks`, and the rest."""
+    body = [layer for layer in built.base.layers if block_of(layer)]
+    return ([layer for layer in body if block_of(layer) <= blocks],
+            [layer for layer in body if block_of(layer) > blocks])
+
+
+def stem(built: Built, blocks: int) -> keras.Model:
+    """Images (0-255) -> the output of block `blocks`: the frozen part the loop can cache.
+
+    Shares its layers with `built.model`; the augmentation layers are left out, since a
+    cache is only valid without them.
+    """
+    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    x = inputs
+    for layer in built.pipeline + _split(built, blocks)[0]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"stem_{blocks}")
+
+
+def top(built: Built, blocks: int) -> keras.Model:
+    """The output of block `blocks` -> class probabilities, through the later blocks and
+    the head (the layers of `built.model`, so training it trains the model)."""
+    shape = stem(built, blocks).output.shape[1:]
+    inputs = keras.Input(shape=tuple(shape), name=f"block{blocks}_output")
+    x = inputs
+    for layer in _split(built, blocks)[1]:
+        x = layer(x)
+    return keras.Model(inputs, built.head(x), name=f"top_{blocks}")
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> None:

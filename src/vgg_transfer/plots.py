@@ -11,10 +11,12 @@ import pandas as pd
 import seaborn as sns
 
 from vgg_transfer import CLASS_NAMES
+from vgg_transfer.evaluation import SAMPLES, pick_examples
 
 _palette = sns.color_palette("colorblind")
 REGIME_COLORS = {"scratch": _palette[2], "frozen": _palette[0], "finetune": _palette[1],
-                 "partial": _palette[4], "scratch_bn": _palette[3], "two_phase": _palette[5]}
+                 "partial": _palette[4], "scratch_bn": _palette[3], "two_phase": _palette[5],
+                 "mlp": _palette[6]}
 CORRECT, WRONG = "#1a7f37", "#cf222e"
 
 
@@ -74,17 +76,8 @@ def plot_histories(runs: list[dict]):
     return fig
 
 
-def pick_examples(true: np.ndarray, predicted: np.ndarray, n: int,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `n` correctly and `n` incorrectly classified indices, drawn with a fixed seed."""
-    rng = np.random.default_rng(seed)
-    right = np.flatnonzero(true == predicted)
-    wrong = np.flatnonzero(true != predicted)
-    return (np.sort(rng.permutation(right)[:n]), np.sort(rng.permutation(wrong)[:n]))
-
-
 def plot_predictions(images: np.ndarray, true: np.ndarray, predicted: np.ndarray,
-                     confidence: np.ndarray | None = None, n: int = 8, seed: int = 0,
+                     confidence: np.ndarray | None = None, n: int = SAMPLES, seed: int = 0,
                      title: str = ""):
     """A grid: `n` correctly classified test images on top, `n` misclassified below."""
     right, wrong = pick_examples(true, predicted, n, seed)
@@ -212,10 +205,188 @@ def plot_cost(cost: pd.DataFrame):
     for _, row in cost.iterrows():
         seconds = row["training (s)"] + row["features (s)"]
         ax.scatter(seconds, row["test accuracy"], s=80, color=color(row["regime"]), zorder=3)
-        ax.annotate(row["experiment"], (seconds, row["test accuracy"]),
+        ax.annotate(row["setting"], (seconds, row["test accuracy"]),
                     textcoords="offset points", xytext=(6, 4), fontsize=9)
     ax.set_xscale("log")
     ax.set_xlabel("training time, s (log scale; features included)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy for the time spent")
+    return fig
+
+
+# ---------------------------------------------------------------- studies
+
+def plot_seed_points(frame: pd.DataFrame, order: list[str], ax=None):
+    """Each run's test accuracy as a dot, with the mean and its 95% t interval per
+    experiment (one row each), coloured by regime.
+
+    Args:
+        frame: `report.runs_frame` rows (experiment, regime, test_accuracy).
+    """
+    from vgg_transfer.evaluation import seed_summary
+
+    fig, (ax,) = _axes(ax, figsize=(7, 0.8 + 0.6 * len(order)))
+    for y, name in enumerate(order):
+        group = frame[frame["experiment"] == name]
+        if group.empty:
+            continue
+        c = color(group["regime"].iloc[0])
+        s = seed_summary(group["test_accuracy"])
+        ax.scatter(group["test_accuracy"], np.full(len(group), y), color=c, alpha=0.55, s=28,
+                   zorder=3)
+        if s["n"] > 1:
+            ax.errorbar(s["mean"], y, xerr=[[s["mean"] - s["ci_low"]], [s["ci_high"] - s["mean"]]],
+                        fmt="D", color=c, ms=7, capsize=5, lw=2, zorder=4)
+        else:
+            ax.scatter(s["mean"], y, marker="D", color=c, s=50, zorder=4)
+    ax.set_yticks(range(len(order)), order)
+    ax.invert_yaxis()
+    ax.axvline(0.1, color="0.4", ls=":", lw=1)
+    ax.set_xlabel("test accuracy (dots: seeds; diamond: mean with 95% t interval)")
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    return fig
+
+
+def plot_data_efficiency(table: pd.DataFrame, x: str = "train_n", ax=None,
+                         xlabel: str = "training images (log scale)"):
+    """Test accuracy against training-set size per experiment: mean with sd error bars and
+    the 95% t interval as a band.
+
+    Args:
+        table: `studies.by_setting` rows (experiment, regime, x, mean, sd, n, ci_low, ci_high).
+    """
+    fig, (ax,) = _axes(ax, figsize=(7.5, 4.6))
+    for name, group in table.groupby("experiment", sort=False):
+        group = group.sort_values(x)
+        c = color(group["regime"].iloc[0])
+        ax.errorbar(group[x], group["mean"], yerr=group["sd"].fillna(0), fmt="-o", color=c,
+                    capsize=4, label=name, lw=2)
+        if (group["n"] > 1).any():
+            ax.fill_between(group[x], group["ci_low"], group["ci_high"], color=c, alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(table[x].unique()))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.axhline(0.1, color="0.4", ls=":", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.legend(title="experiment", fontsize="small")
+    ax.set_title("Mean ± sd over seeds; band: 95% t interval")
+    return fig
+
+
+def plot_resolution(table: pd.DataFrame):
+    """Accuracy (left) and feature-extraction cost (right) against input size, per head."""
+    fig, (ax_acc, ax_cost) = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"flatten": ("-o", REGIME_COLORS["frozen"]), "gap": ("--s", _palette[9])}
+    for head, group in table.groupby("head", sort=False):
+        style, c = styles.get(head, ("-^", "0.3"))
+        ax_acc.errorbar(group["input size"], group["mean"], yerr=group["sd"].fillna(0),
+                        fmt=style, color=c, capsize=4, label=f"{head} head")
+        if (group["seeds"] > 1).any():
+            ax_acc.fill_between(group["input size"], group["ci_low"], group["ci_high"], color=c,
+                                alpha=0.15)
+    cost = table.drop_duplicates("input size").sort_values("input size")
+    ax_cost.plot(cost["input size"], cost["s per 1,000 images"], "-o", color="0.25")
+    for ax in (ax_acc, ax_cost):
+        ax.set_xticks(sorted(table["input size"].unique()))
+        ax.set_xlabel("input size (pixels per side, upsampled from 32)")
+    ax_acc.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax_acc.set_ylabel("test accuracy")
+    ax_acc.set_title("Accuracy (mean ± sd; band: 95% t interval)")
+    ax_acc.legend(fontsize="small")
+    ax_cost.set_ylabel("seconds per 1,000 images")
+    ax_cost.set_title("Cost of the frozen base's features")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(bins: dict[str, pd.DataFrame], regimes: dict[str, str]):
+    """Reliability diagrams: accuracy against confidence per bin, one panel per experiment.
+
+    The diagonal is perfect calibration; bars below it are over-confidence. The grey bars
+    at the bottom show how many predictions fall in each bin.
+    """
+    n = len(bins)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+    for ax, (name, table) in zip(axes.flat, bins.items()):
+        width = table["high"] - table["low"]
+        ax.bar(table["low"], table["accuracy"].fillna(0), width=width, align="edge",
+               color=color(regimes[name]), alpha=0.8, edgecolor="white", label="accuracy")
+        share = table["count"] / max(table["count"].sum(), 1)
+        ax.bar(table["low"], share * 0.25, width=width, align="edge", color="0.6", alpha=0.6,
+               label="share of predictions (×¼)")
+        ax.plot([0, 1], [0, 1], ls="--", color="0.3", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(name)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="x-small", loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradcam(images: np.ndarray, rows: dict[str, dict], indices: np.ndarray,
+                 true: np.ndarray):
+    """Grad-CAM heatmaps over the same test images, one row per model.
+
+    Args:
+        rows: name -> {"heatmaps": (K, 32, 32), "indices": (K,), "predicted": (K,)} (a run's
+            gradcam.npz); the images in `indices` are looked up in each.
+        indices: test images to show, as columns.
+    """
+    fig, axes = plt.subplots(len(rows) + 1, len(indices),
+                             figsize=(1.35 * len(indices), 1.55 * (len(rows) + 1)), squeeze=False)
+    for col, i in enumerate(indices):
+        axes[0][col].imshow(images[i])
+        axes[0][col].set_title(CLASS_NAMES[true[i]], fontsize=8, fontweight="bold")
+    for row, (name, cam) in enumerate(rows.items(), 1):
+        where = {int(k): j for j, k in enumerate(cam["indices"])}
+        for col, i in enumerate(indices):
+            ax = axes[row][col]
+            j = where.get(int(i))
+            if j is None:
+                continue
+            ax.imshow(images[i])
+            ax.imshow(cam["heatmaps"][j].astype(float), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ok = cam["predicted"][j] == true[i]
+            ax.set_title(CLASS_NAMES[cam["predicted"][j]], fontsize=7.5,
+                         color=CORRECT if ok else WRONG)
+        axes[row][0].text(-0.12, 0.5, name, transform=axes[row][0].transAxes, rotation=90,
+                          va="center", ha="right", fontsize=9, fontweight="bold")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    fig.subplots_adjust(wspace=0.06, hspace=0.35)
+    return fig
+
+
+def plot_gradcam_samples(images: np.ndarray, true: np.ndarray, cam: dict, title: str = ""):
+    """One model's sample predictions (right on top, wrong below) with their heatmaps."""
+    right = np.flatnonzero(cam["set"] == "right")
+    wrong = np.flatnonzero(cam["set"] == "wrong")
+    n = max(len(right), len(wrong), 1)
+    fig, axes = plt.subplots(2, n, figsize=(1.45 * n, 3.7), squeeze=False)
+    for row, (members, name) in enumerate(((right, "correct"), (wrong, "incorrect"))):
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col >= len(members):
+                continue
+            j = members[col]
+            i = int(cam["indices"][j])
+            ax.imshow(images[i])
+            ax.imshow(cam["heatmaps"][j].astype(float), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_title(f"{CLASS_NAMES[true[i]]}\n→ {CLASS_NAMES[cam['predicted'][j]]}",
+                         fontsize=7.5, color=CORRECT if row == 0 else WRONG)
+        axes[row][0].text(-0.15, 0.5, name, transform=axes[row][0].transAxes, rotation=90,
+                          va="center", ha="right", fontsize=9, fontweight="bold")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vgg_transfer import artifacts
-from vgg_transfer.config import PROJECT_ROOT, load_experiments, resolve
+from vgg_transfer.config import point_name
+from vgg_transfer.evaluation import mcnemar_exact, seed_summary
 
 REGIME_TEXT = {
     "scratch": "VGG16 architecture trained from random initialisation",
@@ -19,25 +21,8 @@ REGIME_TEXT = {
     "partial": "pretrained VGG16 base with blocks 1–4 frozen; block 5 and the head train",
     "scratch_bn": "VGG16 layout with batch normalisation, trained from random initialisation",
     "two_phase": "the head on the frozen base first, then the unfrozen base at a low rate",
+    "mlp": "no convolutional base: the head alone on the pixels, from random initialisation",
 }
-
-
-def notebook_config(experiment: str | None, profile: str, experiments_file: str | None,
-                    fields: dict):
-    """Resolve a template notebook's parameters into a validated config.
-
-    Parameters left as None come from the experiments file; the rest override it.
-    The experiment name defaults to the regime's name, so `-p regime finetune` alone works.
-    """
-    name = experiment or fields.get("regime") or "frozen"
-    spec = load_experiments(experiments_file)
-    spec.setdefault("experiments", {}).setdefault(name, {})
-    overrides = {key: value for key, value in fields.items() if value is not None}
-    return resolve(spec, name, profile, overrides)
-
-
-def default_run_dir(name: str) -> Path:
-    return PROJECT_ROOT / "outputs" / "manual" / name
 
 
 def load_runs(runs_dir: str | Path, names: list[str]) -> list[dict]:
@@ -47,37 +32,90 @@ def load_runs(runs_dir: str | Path, names: list[str]) -> list[dict]:
             if (runs_dir / name / "metrics.json").is_file()]
 
 
-def comparison_table(runs: list[dict]) -> pd.DataFrame:
-    """One row per run: the numbers a reader compares regimes by."""
+def of_experiments(runs: list[dict], experiments: list[str],
+                   reference: bool | None = None) -> list[dict]:
+    """The runs of some experiments (in that order), optionally only reference points."""
+    return [run for name in experiments for run in runs
+            if run["metrics"]["experiment"] == name
+            and (reference is None or run["metrics"]["reference"] == reference)]
+
+
+def runs_frame(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: what it was (experiment, regime, grid values) and what it measured."""
     rows = []
     for run in runs:
-        m = run["metrics"]
+        m, c, t, h = run["metrics"], run["config"], run["timings"], run["history"]
         rows.append({
-            "experiment": m["name"],
-            "regime": m["regime"],
-            "weights": m["weights_label"],
-            "train images": m["train_n"],
-            "epochs": m["epochs"],
-            "test_accuracy": m["test_accuracy"],
-            "ci_low": m["test_accuracy_ci95"][0],
-            "ci_high": m["test_accuracy_ci95"][1],
-            "test n": m["test_n"],
-            "best val accuracy": m["best_val_accuracy"],
-            "trainable parameters": m["params"]["trainable"],
-            "training time (s)": run["timings"]["train_seconds"]
-            + run["timings"]["feature_seconds"],
-            "wall time (s)": run["timings"]["wall_seconds"],
+            "name": m["name"], "experiment": m["experiment"], "regime": m["regime"],
+            "weights": m["weights_label"], "reference": m["reference"], "seed": c["seed"],
+            "train_n": m["train_n"], "image_size": c["image_size"], "head": c["head"],
+            "epochs": m["epochs"], "test_accuracy": m["test_accuracy"],
+            "ci_low": m["test_accuracy_ci95"][0], "ci_high": m["test_accuracy_ci95"][1],
+            "test_n": m["test_n"], "test_ece": m["test_ece"], "test_loss": m["test_loss"],
+            "best_val_accuracy": m["best_val_accuracy"],
+            "max_val_accuracy": float(h["val_accuracy"].max()),
+            "final_train_accuracy": m["final_train_accuracy"],
+            "trainable": m["params"]["trainable"],
+            "training_seconds": t["train_seconds"] + t["feature_seconds"],
+            "wall_seconds": t["wall_seconds"],
+            "feature_images_per_second": t.get("feature_images_per_second"),
+        })
+    return pd.DataFrame(rows)
+
+
+def summarise(frame: pd.DataFrame, by: list[str], value: str = "test_accuracy") -> pd.DataFrame:
+    """Mean, sd, number of seeds and 95% t interval of `value` per group, in first-seen order."""
+    rows = []
+    for key, group in frame.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), **seed_summary(group[value])})
+    return pd.DataFrame(rows)
+
+
+def accuracy_cell(mean: float, sd: float, n: int, low: float, high: float) -> str:
+    """"41.2% ± 1.3 (38.0–44.4%)" over seeds; "41.2% (38.2–44.3%)" for one run."""
+    spread = f" ± {sd * 100:.1f}" if n > 1 else ""
+    return f"{mean:.1%}{spread} ({max(low, 0):.1%}–{min(high, 1):.1%})"  # a share: 0 to 1
+
+
+def comparison_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per experiment, over its reference runs (one per seed): the numbers a reader
+    compares regimes by. The interval is the t interval over seeds, or the Wilson interval of
+    the test set for a single run."""
+    frame = runs_frame([r for r in runs if r["metrics"]["reference"]])
+    rows = []
+    for name, group in frame.groupby("experiment", sort=False):
+        summary = seed_summary(group["test_accuracy"])
+        single = summary["n"] == 1
+        rows.append({
+            "experiment": name,
+            "regime": group["regime"].iloc[0],
+            "weights": group["weights"].iloc[0],
+            "train images": int(group["train_n"].iloc[0]),
+            "epochs": phrase(group["epochs"], "epoch").removesuffix(" epochs")
+            .removesuffix(" epoch"),
+            "seeds": summary["n"],
+            "test_accuracy": summary["mean"],
+            "sd": summary["sd"],
+            "ci_low": group["ci_low"].iloc[0] if single else summary["ci_low"],
+            "ci_high": group["ci_high"].iloc[0] if single else summary["ci_high"],
+            "test n": int(group["test_n"].iloc[0]),
+            "best val accuracy": group["best_val_accuracy"].mean(),
+            "trainable parameters": int(group["trainable"].iloc[0]),
+            "training time (s)": group["training_seconds"].mean(),
+            "wall time (s)": group["wall_seconds"].mean(),
         })
     return pd.DataFrame(rows)
 
 
 def format_comparison(table: pd.DataFrame):
-    """The comparison table as a reader sees it: accuracy with its interval in one cell."""
+    """The comparison table as a reader sees it: accuracy with its spread and interval in
+    one cell."""
     shown = table.copy()
-    shown.insert(5, "test accuracy (95% CI)", [
-        f"{a:.1%} ({lo:.1%}–{hi:.1%})"
-        for a, lo, hi in zip(table["test_accuracy"], table["ci_low"], table["ci_high"])])
-    shown = shown.drop(columns=["test_accuracy", "ci_low", "ci_high"])
+    shown.insert(6, "test accuracy (95% CI)", [
+        accuracy_cell(r["test_accuracy"], r["sd"], r["seeds"], r["ci_low"], r["ci_high"])
+        for _, r in table.iterrows()])
+    shown = shown.drop(columns=["test_accuracy", "sd", "ci_low", "ci_high"])
     return shown.style.hide(axis="index").format({
         "best val accuracy": "{:.1%}", "trainable parameters": "{:,}",
         "training time (s)": "{:,.0f}", "wall time (s)": "{:,.0f}", "train images": "{:,}",
@@ -105,50 +143,98 @@ def glue_text(key: str, text: str) -> None:
     glue(key, Text(text), display=False)
 
 
-PAIR_COLUMNS = ["A", "B", "accuracy A", "accuracy B", "difference (A − B)", "only A right",
-                "only B right", "p (McNemar, exact)"]
+PAIR_COLUMNS = ["A", "B", "seeds", "accuracy A", "accuracy B", "difference (A − B)",
+                "only A right", "only B right", "p (McNemar, exact)", "p per seed",
+                "differences"]
 
 
-def pairwise_tests(runs: list[dict]) -> pd.DataFrame:
-    """McNemar's exact test for every pair of runs, on their shared test predictions."""
-    from vgg_transfer.evaluation import mcnemar_exact
+def paired_test(runs_a: list[dict], runs_b: list[dict], a: str, b: str) -> dict | None:
+    """McNemar's exact test between two groups of runs, seed by seed on the same test images.
 
-    rows = []
-    for i, a in enumerate(runs):
-        for b in runs[i + 1:]:
-            pa, pb = a["predictions"], b["predictions"]
-            if len(pa) != len(pb) or not (pa["true"].to_numpy() == pb["true"].to_numpy()).all():
-                continue  # different test sets cannot be paired
-            test = mcnemar_exact(pa["true"] == pa["predicted"], pb["true"] == pb["predicted"])
-            ma, mb = a["metrics"], b["metrics"]
-            rows.append({"A": ma["name"], "B": mb["name"],
-                         "accuracy A": ma["test_accuracy"], "accuracy B": mb["test_accuracy"],
-                         "difference (A − B)": ma["test_accuracy"] - mb["test_accuracy"],
-                         "only A right": test["a_only"], "only B right": test["b_only"],
-                         "p (McNemar, exact)": test["p_value"]})
-    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    Runs are paired by seed (same data split, same test images); the row holds the mean
+    accuracies, the discordant counts summed over seeds, the largest p-value (the claim "A
+    beats B in every seed" needs every test) and each seed's p-value and difference.
+    Returns None when no seed pairs.
+    """
+    by_seed = {r["config"]["seed"]: r for r in runs_b}
+    pairs = [(r, by_seed[r["config"]["seed"]]) for r in runs_a if r["config"]["seed"] in by_seed]
+    tests, diffs, used = [], [], []
+    for ra, rb in pairs:
+        pa, pb = ra["predictions"], rb["predictions"]
+        if len(pa) != len(pb) or not (pa["true"].to_numpy() == pb["true"].to_numpy()).all():
+            continue  # different test sets cannot be paired
+        tests.append(mcnemar_exact(pa["true"] == pa["predicted"], pb["true"] == pb["predicted"]))
+        diffs.append(ra["metrics"]["test_accuracy"] - rb["metrics"]["test_accuracy"])
+        used.append((ra, rb))
+    if not tests:
+        return None
+    return {"A": a, "B": b, "seeds": len(tests),
+            "accuracy A": float(np.mean([ra["metrics"]["test_accuracy"] for ra, _ in used])),
+            "accuracy B": float(np.mean([rb["metrics"]["test_accuracy"] for _, rb in used])),
+            "difference (A − B)": float(np.mean(diffs)),
+            "only A right": sum(t["a_only"] for t in tests),
+            "only B right": sum(t["b_only"] for t in tests),
+            "p (McNemar, exact)": max(t["p_value"] for t in tests),
+            "p per seed": [t["p_value"] for t in tests], "differences": diffs}
+
+
+def pairwise_tests(runs: list[dict], experiments: list[str] | None = None) -> pd.DataFrame:
+    """Seed-paired McNemar tests for every pair of experiments, on their reference runs."""
+    names = experiments or list(dict.fromkeys(r["metrics"]["experiment"] for r in runs))
+    groups = {name: of_experiments(runs, [name], reference=True) for name in names}
+    rows = [paired_test(groups[a], groups[b], a, b)
+            for i, a in enumerate(names) for b in names[i + 1:]]
+    return pd.DataFrame([row for row in rows if row], columns=PAIR_COLUMNS)
+
+
+def format_tests(tests: pd.DataFrame):
+    shown = tests.drop(columns=["differences"]).copy()
+    shown["p per seed"] = [", ".join(f"{p:.2g}" for p in ps) for ps in tests["p per seed"]]
+    return shown.style.hide(axis="index").format({
+        "accuracy A": "{:.1%}", "accuracy B": "{:.1%}", "difference (A − B)": "{:+.1%}",
+        "p (McNemar, exact)": "{:.2g}"})
+
+
+def _p_text(ps: list[float]) -> str:
+    if len(ps) == 1:
+        return f"McNemar p = {ps[0]:.2g}"
+    return f"McNemar p = {', '.join(f'{p:.2g}' for p in ps)} in the {len(ps)} seeds"
 
 
 def compare_sentence(row: dict, alpha: float = 0.05) -> str:
-    """One pairwise comparison as a sentence, with its McNemar p-value."""
-    a, b, diff, p = row["A"], row["B"], row["difference (A − B)"], row["p (McNemar, exact)"]
-    if p >= alpha:
+    """One pairwise comparison as a sentence, with its McNemar p-values.
+
+    "A beats B" is said only when the difference has the same sign and p < alpha in every
+    seed; otherwise the sentence says how many seeds agree.
+    """
+    a, b, diff = row["A"], row["B"], row["difference (A − B)"]
+    ps, diffs = list(row["p per seed"]), list(row["differences"])
+    acc = f"({row['accuracy A']:.1%} against {row['accuracy B']:.1%}"
+    acc += ", means over seeds)" if len(ps) > 1 else ")"
+    significant = [p < alpha for p in ps]
+    if not any(significant):
         return (f"**{a}** ({row['accuracy A']:.1%}) and **{b}** ({row['accuracy B']:.1%}) "
-                f"are not distinguishable on these test images (McNemar p = {p:.2g}).")
+                f"are not distinguishable on these test images ({_p_text(ps)}).")
     winner, loser = (a, b) if diff > 0 else (b, a)
-    return (f"**{winner}** beats **{loser}** by {abs(diff) * 100:.1f} points "
-            f"({max(row['accuracy A'], row['accuracy B']):.1%} against "
-            f"{min(row['accuracy A'], row['accuracy B']):.1%}; McNemar p = {p:.2g}).")
+    if all(significant) and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
+        every = " in every seed" if len(ps) > 1 else ""
+        return (f"**{winner}** beats **{loser}** by {abs(diff) * 100:.1f} points {acc}"
+                f"{every}; {_p_text(ps)}.")
+    return (f"**{winner}** is ahead of **{loser}** by {abs(diff) * 100:.1f} points {acc}, but "
+            f"significantly so in only {sum(significant)} of {len(ps)} seeds "
+            f"({_p_text(ps)}).")
 
 
 def findings(table: pd.DataFrame, tests: pd.DataFrame) -> str:
     """The comparison's findings as markdown bullets, written from the numbers."""
     lines = []
     ranked = table.sort_values("test_accuracy", ascending=False)
-    order = ", then ".join(f"**{r['experiment']}** {r['test_accuracy']:.1%} "
-                           f"({r['ci_low']:.1%}–{r['ci_high']:.1%})"
+    order = ", then ".join(f"**{r['experiment']}** "
+                           + accuracy_cell(r["test_accuracy"], r["sd"], r["seeds"], r["ci_low"],
+                                           r["ci_high"])
                            for _, r in ranked.iterrows())
-    lines.append(f"Ranked by test accuracy: {order}.")
+    seeds = int(table["seeds"].max())
+    lines.append(f"Ranked by test accuracy{' (mean ± sd over seeds, 95% t interval)' if seeds > 1 else ''}: {order}.")
     lines += [compare_sentence(row) for row in tests.to_dict("records")]
     near_chance = [r["experiment"] for _, r in table.iterrows() if r["ci_low"] <= 0.10]
     if near_chance:
@@ -166,18 +252,26 @@ def findings(table: pd.DataFrame, tests: pd.DataFrame) -> str:
 
 
 def per_class_frame(runs: list[dict]) -> pd.DataFrame:
-    """Classes x experiments: test accuracy per class."""
-    return pd.DataFrame({run["metrics"]["name"]: run["metrics"]["per_class_accuracy"]
-                         for run in runs})
+    """Classes x experiments: test accuracy per class, averaged over an experiment's runs."""
+    frame = pd.DataFrame({run["metrics"]["name"]: run["metrics"]["per_class_accuracy"]
+                          for run in runs})
+    experiments = [run["metrics"]["experiment"] for run in runs]
+    return frame.T.groupby(experiments, sort=False).mean().T
+
+
+def setting(run: dict) -> str:
+    """A run's name without its seed: the runs of one setting differ only in the seed."""
+    axes = {k: v for k, v in run["metrics"]["axes"].items() if k != "seed"}
+    return point_name(run["metrics"]["experiment"], axes)
 
 
 def cost_table(runs: list[dict]) -> pd.DataFrame:
-    """Where each run's time went, and its throughput."""
+    """Where the time went, per setting (mean over its seeds), and the throughput."""
     rows = []
     for run in runs:
         m, t = run["metrics"], run["timings"]
         rows.append({
-            "experiment": m["name"], "regime": m["regime"],
+            "setting": setting(run), "regime": m["regime"], "runs": 1,
             "trainable parameters": m["params"]["trainable"],
             "features (s)": t["feature_seconds"], "training (s)": t["train_seconds"],
             "test (s)": t["test_seconds"],
@@ -189,12 +283,17 @@ def cost_table(runs: list[dict]) -> pd.DataFrame:
             "peak memory (MB)": run["provenance"]["peak_rss_mb"],
             "test accuracy": m["test_accuracy"],
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    first = {"regime": "first", "trainable parameters": "first", "runs": "sum",
+             "peak memory (MB)": "max"}
+    return frame.groupby("setting", sort=False).agg(
+        {col: first.get(col, "mean") for col in frame.columns if col != "setting"}).reset_index()
 
 
 def format_cost(table: pd.DataFrame):
     return table.style.hide(axis="index").format({
         "trainable parameters": "{:,}", "features (s)": "{:.1f}", "training (s)": "{:.1f}",
+        "runs": "{:,}",
         "test (s)": "{:.1f}", "other (s)": "{:.1f}", "wall (s)": "{:.0f}",
         "training images/s": "{:,.0f}", "test images/s": "{:,.0f}",
         "peak memory (MB)": "{:,.0f}", "test accuracy": "{:.1%}"})
@@ -233,3 +332,32 @@ def bench_frame(bench: dict) -> pd.DataFrame:
 
 def config_table(config: dict) -> pd.DataFrame:
     return pd.DataFrame({"parameter": list(config), "value": [str(v) for v in config.values()]})
+
+
+def grid_table(points: list) -> pd.DataFrame:
+    """One row per point of an experiment's grid: its run name and the values that vary."""
+    return pd.DataFrame([{"run": p.name, **p.axes, "reference": p.reference} for p in points])
+
+
+def runs_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run of an experiment: its grid values and what it measured."""
+    rows = []
+    for run in runs:
+        m, t = run["metrics"], run["timings"]
+        rows.append({"run": m["name"], **{k: v for k, v in m["axes"].items()},
+                     "train images": m["train_n"], "epochs": m["epochs"],
+                     "test_accuracy": m["test_accuracy"], "ci_low": m["test_accuracy_ci95"][0],
+                     "ci_high": m["test_accuracy_ci95"][1],
+                     "best val accuracy": m["best_val_accuracy"],
+                     "training time (s)": t["train_seconds"] + t["feature_seconds"]})
+    return pd.DataFrame(rows)
+
+
+def format_runs(table: pd.DataFrame):
+    shown = table.copy()
+    shown.insert(shown.columns.get_loc("test_accuracy"), "test accuracy (95% CI)", [
+        f"{r['test_accuracy']:.1%} ({r['ci_low']:.1%}–{r['ci_high']:.1%})"
+        for _, r in table.iterrows()])
+    shown = shown.drop(columns=["test_accuracy", "ci_low", "ci_high"])
+    return shown.style.hide(axis="index").format({
+        "train images": "{:,}", "best val accuracy": "{:.1%}", "training time (s)": "{:,.1f}"})

@@ -1,105 +1,42 @@
 """The experiment runner: YAML profile -> papermill runs -> book pages -> Jupyter Book site.
 
-Each experiment runs its template notebook with papermill into a staging folder; only a
-successful run replaces the previous run folder, so a failure never destroys a good result.
-A run is skipped when its key (resolved config, data and weights hashes, library code) matches
-the finished run already on disk.
+Each experiment runs the template notebook once with papermill; the notebook runs every point
+of the experiment's grid in one process (see `sweep`), reusing the runs whose key matches the
+finished run on disk. An experiment whose runs are all current is not executed at all.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import yaml
 
-from vgg_transfer import artifacts
-from vgg_transfer.config import (PROJECT_ROOT, ExperimentConfig, experiment_names,
-                                 load_experiments, resolve_profile)
-from vgg_transfer.data import TEST_FILE, TRAIN_FILES, sha256_file
+from vgg_transfer import artifacts, sweep
+from vgg_transfer.config import (PROJECT_ROOT, Point, load_experiments, profile_compare,
+                                 profile_studies, resolve_profile)
 from vgg_transfer.report import REGIME_TEXT
+from vgg_transfer.sweep import Outcome
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 BOOK = PROJECT_ROOT / "book"
 OUTPUTS = PROJECT_ROOT / "outputs"
-PAGES = ("intro", "vgg16", "comparison", "cost", "conclusion", "reproducibility")
-
-
-@dataclass
-class Outcome:
-    name: str
-    status: str          # ok | cached | failed
-    seconds: float
-    error: str | None = None
-
-
+BACKGROUND = ("intro", "vgg16")
+RESULTS = ("comparison", "cost")
+DISCUSSION = ("limitations", "improvements", "conclusion", "reproducibility")
 def runs_dir(profile: str, outputs: Path = OUTPUTS) -> Path:
     return Path(outputs) / profile / "runs"
 
 
-def _code_hash() -> str:
-    digest = hashlib.sha256()
-    for path in sorted((PROJECT_ROOT / "src" / "vgg_transfer").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    digest.update((NOTEBOOKS / "experiment.ipynb").read_bytes())
-    return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=None)
-def _file_hash(path: Path, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
-
-
-def _hash(path: Path) -> str:
-    """SHA-256 of a file, computed once per process for an unchanged file: every experiment
-    of a profile reads the same data and weights files."""
-    path = Path(path).expanduser().resolve()
-    stat = path.stat()
-    return _file_hash(path, stat.st_size, stat.st_mtime_ns)
-
-
-def _inputs_hash(cfg: ExperimentConfig) -> dict:
-    """Hashes of the data files and weights a run reads."""
-    data = ({name: _hash(Path(cfg.data_dir) / name) for name in (*TRAIN_FILES, TEST_FILE)}
-            if cfg.data_dir else "keras-download")
-    if cfg.weights == "hed-bsds500":
-        from vgg_transfer.weights import hed_weights_path
-        weights = _hash(hed_weights_path())
-    elif cfg.weights in ("none", "imagenet"):
-        weights = cfg.weights
-    else:
-        weights = _hash(Path(cfg.weights))
-    return {"data": data, "weights": weights}
-
-
-def run_key(cfg: ExperimentConfig, code_hash: str) -> str:
-    """What determines a run's result: config, data, weights and the library code."""
-    payload = {"config": cfg.model_dump(), **_inputs_hash(cfg), "code": code_hash}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _is_current(run: Path, key: str) -> bool:
-    return ((run / "metrics.json").is_file() and (run / "run_key").is_file()
-            and (run / "run_key").read_text().strip() == key)
-
-
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Move a finished staging folder into place, removing the old one only afterwards."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def notebooks_dir(profile: str, outputs: Path = OUTPUTS) -> Path:
+    """Where each experiment's executed notebook goes (its page in the book)."""
+    return Path(outputs) / profile / "notebooks"
 
 
 def execute(template: Path, output: Path, parameters: dict, kernel: str | None) -> None:
@@ -111,93 +48,90 @@ def execute(template: Path, output: Path, parameters: dict, kernel: str | None) 
         log_output=True, progress_bar=False, cwd=str(PROJECT_ROOT))
 
 
+def _by_experiment(points: list[Point]) -> dict[str, list[Point]]:
+    grouped: dict[str, list[Point]] = {}
+    for point in points:
+        grouped.setdefault(point.experiment, []).append(point)
+    return grouped
+
+
 def run_experiments(profile: str, overrides: dict | None = None, only: list[str] | None = None,
                     kernel: str | None = None, force: bool = False,
                     experiments_file: str | None = None,
                     outputs: Path = OUTPUTS) -> list[Outcome]:
-    """Run (or reuse) every experiment of a profile. All configs are validated first."""
+    """Run (or reuse) every experiment of a profile. Every point is validated first."""
     spec = load_experiments(experiments_file)
-    configs = resolve_profile(spec, profile, overrides, only)
-    folder = runs_dir(profile, outputs)
+    experiments = _by_experiment(resolve_profile(spec, profile, overrides, only))
+    folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
     folder.mkdir(parents=True, exist_ok=True)
-    code = _code_hash()
+    notebooks.mkdir(parents=True, exist_ok=True)
+    code = sweep.code_hash()
     outcomes, start = [], time.perf_counter()
-    for i, cfg in enumerate(configs, 1):
+    total = sum(len(points) for points in experiments.values())
+    done = 0
+    for i, (name, points) in enumerate(experiments.items(), 1):
         elapsed = time.perf_counter() - start
-        print(f"\n=== [{i}/{len(configs)}] {cfg.name} ({cfg.regime}, {cfg.describe_weights()}) "
-              f"— {len(configs) - i} left after this, {elapsed / 60:.1f} min elapsed ===",
-              flush=True)
-        outcomes.append(_run_one(cfg, profile, folder, run_key(cfg, code), kernel, force,
-                                 str(experiments_file) if experiments_file else None))
-        print(f"=== {cfg.name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s ===",
+        todo = points if force else sweep.pending(points, folder, code)
+        print(f"\n=== [{i}/{len(experiments)}] {name} ({points[0].cfg.regime}, "
+              f"{points[0].cfg.describe_weights()}): {len(todo)} of {len(points)} run(s) to do"
+              f" — runs {done + 1}-{done + len(points)} of {total}, "
+              f"{elapsed / 60:.1f} min elapsed ===", flush=True)
+        current = (notebooks / f"{name}.ipynb").is_file() \
+            and not (notebooks / f"{name}.failed").is_file()
+        if not todo and current:
+            print(f"{name}: every run unchanged since the last one; reusing them", flush=True)
+            outcomes.append(Outcome(name, "cached", 0.0))
+        else:
+            outcomes.append(_run_one(name, profile, overrides, folder, notebooks, kernel,
+                                     force, experiments_file))
+        done += len(points)
+        print(f"=== {name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s ===",
               flush=True)
     artifacts.write_json(Path(outputs) / profile / "runs.json", {
-        "profile": profile, "experiments": [o.__dict__ for o in outcomes]})
+        "profile": profile, "experiments": [o.__dict__ for o in outcomes],
+        "seconds": time.perf_counter() - start})
     return outcomes
 
 
-def _run_one(cfg: ExperimentConfig, profile: str, folder: Path, key: str,
+def _run_one(name: str, profile: str, overrides: dict | None, folder: Path, notebooks: Path,
              kernel: str | None, force: bool, experiments_file: str | None) -> Outcome:
-    final = folder / cfg.name
-    if not force and _is_current(final, key):
-        print(f"{cfg.name}: unchanged since its last run, reusing {final}", flush=True)
-        return Outcome(cfg.name, "cached", 0.0)
-    staging = folder / f".{cfg.name}.partial"
-    resumable = (not force and (staging / "checkpoint.npz").is_file()
-                 and (staging / "run_key").is_file()
-                 and (staging / "run_key").read_text().strip() == key)
-    if resumable:
-        print(f"{cfg.name}: an interrupted run left a checkpoint; resuming it", flush=True)
-    else:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        (staging / "run_key").write_text(key + "\n")
+    """Execute the template for one experiment; its notebook replaces the last one only when
+    every run succeeded."""
+    staging = notebooks / f".{name}.partial.ipynb"
+    params = {"experiment": name, "profile": profile, "runs_dir": str(folder),
+              "overrides": dict(overrides or {}), "force": force,
+              "experiments_file": str(experiments_file) if experiments_file else None}
     start = time.perf_counter()
-    params = {**cfg.model_dump(), "experiment": cfg.name, "profile": profile,
-              "run_dir": str(staging), "experiments_file": experiments_file}
-    params.pop("name")
     try:
-        execute(NOTEBOOKS / "experiment.ipynb", staging / "notebook.ipynb", params, kernel)
-        _replace_dir(staging, final)
-        (folder / f"{cfg.name}.failed").unlink(missing_ok=True)
-        return Outcome(cfg.name, "ok", time.perf_counter() - start)
+        execute(NOTEBOOKS / "experiment.ipynb", staging, params, kernel)
+        staging.replace(notebooks / f"{name}.ipynb")
+        (notebooks / f"{name}.failed").unlink(missing_ok=True)
+        return Outcome(name, "ok", time.perf_counter() - start)
     except Exception as err:
-        message = _one_line(err)
-        print(f"{cfg.name}: FAILED — {message}", flush=True)
-        failed = folder / f".{cfg.name}.failed-run"
-        shutil.rmtree(failed, ignore_errors=True)
-        staging.rename(failed)
-        artifacts.write_json(folder / f"{cfg.name}.failed", {
-            "name": cfg.name, "error": message, "staging": str(failed),
-            "traceback": traceback.format_exc()[-4000:]})
-        return Outcome(cfg.name, "failed", time.perf_counter() - start, message)
-
-
-def _one_line(err: Exception) -> str:
-    """The last meaningful line of an error (papermill wraps the kernel's traceback)."""
-    text = str(err).strip()
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line:
-            return line.strip()[:300]
-    return (lines[-1] if lines else type(err).__name__)[:300]
+        message = sweep.one_line(err)
+        print(f"{name}: FAILED — {message}", flush=True)
+        if staging.is_file():
+            staging.replace(notebooks / f"{name}.failed.ipynb")
+        artifacts.write_json(notebooks / f"{name}.failed", {
+            "name": name, "error": message, "traceback": traceback.format_exc()[-4000:]})
+        return Outcome(name, "failed", time.perf_counter() - start, message)
 
 
 # ---------------------------------------------------------------- the book
 
-def _title_experiment(notebook: Path, output: Path, metrics: dict) -> None:
+def _title_experiment(notebook: Path, output: Path, name: str, runs: list[dict]) -> None:
     """Copy an executed experiment notebook into the book with a title naming it."""
     nb = nbformat.read(notebook, as_version=4)
-    staging = notebook.parent.with_name(f".{notebook.parent.name}.partial")
     for cell in nb.cells:  # papermill's injected values: folded like the parameters cell
         tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags:
-            cell.metadata["tags"] = [*tags, "hide-input"] if "hide-input" not in tags else tags
-            # the run was written to a staging folder, then moved into place
-            cell.source = cell.source.replace(str(staging), str(notebook.parent))
-    nb.cells[0].source = (f"# Experiment: {metrics['name']}\n\n"
-                          f"*{REGIME_TEXT.get(metrics['regime'], metrics['regime'])}; "
-                          f"weights: {metrics['weights_label']}.*")
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    first = runs[0]
+    regime = REGIME_TEXT.get(first["regime"], first["regime"])
+    count = f"; {len(runs)} runs" if len(runs) > 1 else ""
+    nb.cells[0].source = (f"# Experiment: {name}\n\n"
+                          f"*{regime}; weights: {first['weights_label']}{count}.*\n\n"
+                          + nb.cells[0].source.split("\n\n", 1)[-1])
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, output)
 
@@ -214,51 +148,62 @@ def _hide_injected(notebook: Path) -> None:
 
 def _failure_page(record: dict, output: Path, kept: Path | None) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    earlier = (f"\n\nAn earlier successful run of it is kept, untouched, in `{kept}`; it is "
-               "left out of this build because it no longer matches the configuration."
-               if kept else "")
+    earlier = (f"\n\nThe notebook of its last successful execution is kept, untouched, in "
+               f"`{kept}`, and so are the run folders of every run that finished; the pages "
+               "of this build read only those." if kept else "")
     output.write_text(f"# Experiment: {record['name']} (failed)\n\n"
-                      f"This experiment failed in the last run, so no results are shown for "
-                      f"it. The error:\n\n```text\n{record['error']}\n```{earlier}\n")
+                      f"This experiment failed in the last run, so its page shows no results. "
+                      f"The error:\n\n```text\n{record['error']}\n```{earlier}\n")
 
 
-def write_toc(experiment_pages: list[str], book: Path = BOOK) -> None:
-    """Generate `_toc.yml` from the run: the experiment pages the run produced."""
-    toc = {
-        "format": "jb-book",
-        "root": "results/intro",
-        "parts": [
-            {"caption": "Background", "chapters": [
-                {"file": "transfer_learning"}, {"file": "results/vgg16"}, {"file": "method"}]},
-            {"caption": "Experiments", "chapters": [{"file": p} for p in experiment_pages]},
-            {"caption": "Results", "chapters": [
-                {"file": "results/comparison"}, {"file": "results/cost"},
-                {"file": "limitations"},
-                {"file": "improvements"}, {"file": "results/conclusion"},
-                {"file": "results/reproducibility"}]},
-        ],
-    }
-    (Path(book) / "_toc.yml").write_text("# Generated by `python -m vgg_transfer build`; do not edit.\n"
-                                   + yaml.safe_dump(toc, sort_keys=False))
+def write_toc(experiment_pages: list[str], studies: list[str], book: Path = BOOK) -> None:
+    """Generate `_toc.yml` from the run: the experiment and study pages the run produced."""
+    parts = [
+        {"caption": "Background", "chapters": [
+            {"file": "transfer_learning"}, {"file": "results/vgg16"}, {"file": "method"}]},
+        {"caption": "Experiments", "chapters": [{"file": p} for p in experiment_pages]},
+        {"caption": "Results", "chapters": [{"file": f"results/{page}"} for page in RESULTS]},
+    ]
+    if studies:
+        parts.append({"caption": "Studies", "chapters": [
+            {"file": f"results/studies/{study}"} for study in studies]})
+    parts.append({"caption": "Discussion", "chapters": [
+        {"file": f"results/{page}"} for page in DISCUSSION]})
+    toc = {"format": "jb-book", "root": "results/intro", "parts": parts}
+    (Path(book) / "_toc.yml").write_text(
+        "# Generated by `python -m vgg_transfer build`; do not edit.\n"
+        + yaml.safe_dump(toc, sort_keys=False))
+
+
+def finished_runs(profile: str, experiments_file: str | None = None,
+                  outputs: Path = OUTPUTS) -> dict[str, list[str]]:
+    """Per experiment of the profile, the points with a finished run and no failure since."""
+    spec = load_experiments(experiments_file)
+    folder = runs_dir(profile, outputs)
+    grouped = _by_experiment(resolve_profile(spec, profile))
+    return {name: [p.name for p in points if (folder / p.name / "metrics.json").is_file()
+                   and not (folder / f"{p.name}.failed").is_file()]
+            for name, points in grouped.items()}
 
 
 def build_pages(profile: str, kernel: str | None = None, experiments_file: str | None = None,
                 outputs: Path = OUTPUTS, book: Path = BOOK) -> list[str]:
     """Put the profile's experiment notebooks and the executed page notebooks under book/."""
     spec = load_experiments(experiments_file)
-    names = experiment_names(spec, profile)
-    folder = runs_dir(profile, outputs)
+    folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
     results = Path(book) / "results"
     shutil.rmtree(results, ignore_errors=True)
+    runs = finished_runs(profile, experiments_file, outputs)
     pages, finished = [], []
-    for name in names:
-        run, failed = folder / name, folder / f"{name}.failed"
+    for name, points in runs.items():
+        failed, notebook = notebooks / f"{name}.failed", notebooks / f"{name}.ipynb"
+        page = results / "experiments" / name
         if failed.is_file():
-            _failure_page(artifacts.read_json(failed), results / "experiments" / f"{name}.md",
-                          run if (run / "metrics.json").is_file() else None)
-        elif (run / "metrics.json").is_file():
-            _title_experiment(run / "notebook.ipynb", results / "experiments" / f"{name}.ipynb",
-                              artifacts.read_json(run / "metrics.json"))
+            _failure_page(artifacts.read_json(failed), page.with_suffix(".md"),
+                          notebook if notebook.is_file() else None)
+        elif points and notebook.is_file():
+            _title_experiment(notebook, page.with_suffix(".ipynb"), name,
+                              [artifacts.read_json(folder / p / "metrics.json") for p in points])
             finished.append(name)
         else:
             continue
@@ -266,15 +211,24 @@ def build_pages(profile: str, kernel: str | None = None, experiments_file: str |
     if not finished:
         raise RuntimeError(f"no finished runs for profile {profile} in {folder}; "
                            f"run `python -m vgg_transfer run --profile {profile}` first")
-    params = {"runs_dir": str(folder), "experiments": finished, "profile": profile}
-    for page in PAGES:
-        print(f"page: {page}", flush=True)
-        extra = {"bench_file": str(Path(outputs) / "benchmarks" / "bench.json")} \
-            if page == "cost" else {}
-        execute(NOTEBOOKS / f"{page}.ipynb", results / f"{page}.ipynb", {**params, **extra},
-                kernel)
-        _hide_injected(results / f"{page}.ipynb")
-    write_toc(pages, book)
+    studies = {study: [e for e in experiments if e in finished]
+               for study, experiments in profile_studies(spec, profile).items()}
+    studies = {study: experiments for study, experiments in studies.items() if experiments}
+    params = {"runs_dir": str(folder), "experiments": finished, "profile": profile,
+              "run_names": [p for name in finished for p in runs[name]], "studies": studies,
+              "compare": [e for e in profile_compare(spec, profile) if e in finished]
+              or finished,
+              "bench_file": str(Path(outputs) / "benchmarks" / "bench.json")}
+    targets = [(page, results / f"{page}.ipynb", {}) for page in BACKGROUND + RESULTS]
+    targets += [(f"study_{study}", results / "studies" / f"{study}.ipynb",
+                 {"study_experiments": experiments}) for study, experiments in studies.items()]
+    targets += [(page, results / f"{page}.ipynb", {}) for page in DISCUSSION]
+    for template, output, extra in targets:
+        print(f"page: {output.relative_to(results).with_suffix('')}", flush=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        execute(NOTEBOOKS / f"{template}.ipynb", output, {**params, **extra}, kernel)
+        _hide_injected(output)
+    write_toc(pages, list(studies), book)
     return pages
 
 
@@ -290,11 +244,14 @@ def build_site(strict: bool = True, book: Path = BOOK) -> Path:
 def site_key(profile: str, experiments_file: str | None = None, outputs: Path = OUTPUTS,
              book: Path = BOOK) -> str:
     """What the site is made of: the runs, the page templates, the book's sources, the code."""
-
-    digest = hashlib.sha256(f"{profile}\n{_code_hash()}".encode())
-    folder = runs_dir(profile, outputs)
-    for name in experiment_names(load_experiments(experiments_file), profile):
-        for path in (folder / name / "run_key", folder / f"{name}.failed"):
+    digest = hashlib.sha256(f"{profile}\n{sweep.code_hash()}".encode())
+    folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
+    for name, points in _by_experiment(resolve_profile(load_experiments(experiments_file),
+                                                       profile)).items():
+        paths = [notebooks / f"{name}.failed", notebooks / f"{name}.ipynb"]
+        paths += [path for p in points
+                  for path in (folder / p.name / "run_key", folder / f"{p.name}.failed")]
+        for path in paths:
             digest.update(path.read_bytes() if path.is_file() else b"-")
     generated = {"_build", "results", "_toc.yml", "__pycache__"}
     sources = [*sorted(NOTEBOOKS.glob("*.ipynb")), Path(outputs) / "benchmarks" / "bench.json",

@@ -1,12 +1,14 @@
 """The training loop: Keras `fit`, seeded, one log line per epoch, timed.
 
-The frozen regime can train its head on cached base outputs: the base is frozen and
-deterministic, so computing its features once is the same computation as recomputing them
-every epoch, at a fraction of the cost.
+Regimes with frozen leading blocks (frozen, partial, and two_phase in both phases) can train
+the rest on those blocks' cached outputs: frozen convolutions are deterministic, so computing
+their outputs once is the same computation as recomputing them every epoch, at a fraction of
+the cost.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -18,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from vgg_transfer.data import NUM_CLASSES
-from vgg_transfer.models import Built, compile_model
+from vgg_transfer.models import Built, compile_model, freeze_blocks, stem, top
 
 _determinism_enabled = False
 
@@ -70,24 +72,6 @@ def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, dict]:
         return int(saved["epoch"]), json.loads(str(saved["history"]))
 
 
-def head_features(built: Built, x_train: np.ndarray, x_val: np.ndarray, batch_size: int,
-                  feature_files: tuple[Path, Path] | None) -> tuple:
-    """The frozen base's outputs for the training and validation images, cached on disk.
-
-    Returns:
-        (train features, val features, seconds, "computed" or "read from the feature cache").
-    """
-    start = time.perf_counter()
-    files = feature_files or (None, None)
-    f_train, hit_train = cached_features(built, x_train, batch_size, files[0])
-    f_val, hit_val = cached_features(built, x_val, batch_size, files[1])
-    seconds = time.perf_counter() - start
-    source = "read from the feature cache" if hit_train and hit_val else "computed"
-    print(f"features {source}: {len(f_train)} train + {len(f_val)} val images "
-          f"in {seconds:.1f} s", flush=True)
-    return f_train, f_val, seconds, source
-
-
 def one_hot(labels: np.ndarray) -> np.ndarray:
     return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
 
@@ -115,53 +99,142 @@ class TrainResult:
     history: dict                      # metric -> list per epoch
     epoch_seconds: list[float]
     train_seconds: float               # fit() only
-    feature_seconds: float = 0.0       # computing cached features (frozen regime)
-    cached: bool = False
+    feature_seconds: float = 0.0       # computing the frozen blocks' outputs (0 when read)
+    cached: bool = False               # trained on cached outputs of frozen blocks
     notes: list[str] = field(default_factory=list)
+    feature_images: int = 0            # images whose features were computed, not read
+    feature_rate: float | None = None  # images/s of the frozen blocks when first computed
 
 
-def extract_features(built: Built, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """The frozen base's outputs for a set of images (inference mode)."""
-    return built.features.predict(images, batch_size=batch_size, verbose=0)
+# ---------------------------------------------------------------- the feature cache
+
+@dataclass
+class FeatureCache:
+    """Where the outputs of a model's frozen leading blocks are kept between runs.
+
+    A file is named by a hash of everything that determines its contents (the key: weights,
+    input size, preprocessing, data files, versions, model code) plus the frozen blocks and
+    the exact images, so a stale file is never read. `folder=None` computes without storing.
+    """
+
+    folder: Path | None = None
+    key: dict = field(default_factory=dict)
+    indices: dict = field(default_factory=dict)  # split -> image indices into its source array
+
+    def path(self, split: str, blocks: int) -> Path | None:
+        if self.folder is None or split not in self.indices:
+            return None
+        source = "test" if split == "test" else "train"  # train and val index the train set
+        indices = np.asarray(self.indices[split], dtype=np.int64)
+        payload = json.dumps({**self.key, "source": source, "blocks": blocks,
+                              "indices": hashlib.sha256(indices.tobytes()).hexdigest()},
+                             sort_keys=True)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
+        return self.folder / f"{split}-b{blocks}-{digest}.npy"
 
 
-def cached_features(built: Built, images: np.ndarray, batch_size: int,
-                    path: Path | None) -> tuple[np.ndarray, bool]:
-    """Features from the on-disk cache when `path` holds them, else computed (and stored).
+def extract_features(built: Built, images: np.ndarray, batch_size: int,
+                     blocks: int = 5) -> np.ndarray:
+    """The outputs of blocks 1..`blocks` for a set of images (inference mode)."""
+    return stem(built, blocks).predict(images, batch_size=batch_size, verbose=0)
 
-    The caller names the file by a hash of everything that determines the features
-    (weights, input size, preprocessing, images), so a stale file is never read.
+
+def cached_features(built: Built, images: np.ndarray, batch_size: int, path: Path | None,
+                    blocks: int = 5) -> tuple[np.ndarray, bool, float]:
+    """Block outputs from the on-disk cache when `path` holds them, else computed (and stored).
+
+    Beside each cache file a small JSON file keeps how long computing it took, so the cost
+    of the features stays known when later runs read them.
 
     Returns:
-        (features, hit): hit is True when they came from disk.
+        (features, hit, images per second when they were computed): hit is True when they
+        came from disk.
     """
+    timing = path.with_suffix(".json") if path is not None else None
     if path is not None and path.is_file():
         features = np.load(path)
         if len(features) == len(images):
-            return features, True
-    features = extract_features(built, images, batch_size)
+            spent = json.loads(timing.read_text()) if timing.is_file() else {}
+            rate = spent["images"] / spent["seconds"] if spent.get("seconds") else np.nan
+            return features, True, rate
+    start = time.perf_counter()
+    features = extract_features(built, images, batch_size, blocks)
+    seconds = time.perf_counter() - start
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.save(f, features)
         os.replace(tmp, path)
-    return features, False
+        timing.write_text(json.dumps({"images": len(images), "seconds": seconds}))
+    return features, False, len(images) / seconds
 
+
+@dataclass
+class Inputs:
+    """What `fit` trains: the model (the whole one, or the part after the frozen blocks) and
+    its training and validation inputs, with the cost of computing cached ones."""
+
+    target: keras.Model
+    train: np.ndarray
+    val: np.ndarray
+    blocks: int = 0            # frozen blocks whose outputs are cached (0: none)
+    seconds: float = 0.0
+    computed: int = 0          # images whose features were computed rather than read
+    rate: float | None = None  # images per second when the training features were computed
+    note: str = ""
+
+
+def fit_inputs(built: Built, x_train: np.ndarray, x_val: np.ndarray, batch_size: int,
+               cache: FeatureCache | None) -> Inputs:
+    """Train on the frozen blocks' cached outputs when allowed (`cache` given and some
+    leading blocks frozen), else on the images through the whole model."""
+    blocks = built.frozen_blocks if cache is not None and built.base is not None else 0
+    if not blocks:
+        return Inputs(built.model, x_train.astype("float32"), x_val.astype("float32"))
+    start = time.perf_counter()
+    f_train, hit_train, rate = cached_features(built, x_train, batch_size,
+                                               cache.path("train", blocks), blocks)
+    f_val, hit_val, _ = cached_features(built, x_val, batch_size, cache.path("val", blocks),
+                                        blocks)
+    seconds = time.perf_counter() - start
+    computed = (0 if hit_train else len(x_train)) + (0 if hit_val else len(x_val))
+    source = "read from the feature cache" if not computed else "computed"
+    print(f"outputs of frozen blocks 1-{blocks} {source}: {len(f_train)} train + {len(f_val)} "
+          f"val images in {seconds:.1f} s", flush=True)
+    what = {5: "the head", 4: "block 5 and the head"}.get(blocks,
+                                                          f"blocks {blocks + 1}-5 and the head")
+    return Inputs(top(built, blocks), f_train, f_val, blocks, seconds, computed, rate,
+                  f"{what} trained on cached outputs of frozen blocks 1-{blocks} ({source})")
+
+
+def predict(built: Built, images: np.ndarray, batch_size: int,
+            cache: FeatureCache | None = None, split: str = "test") -> np.ndarray:
+    """Class probabilities for images; through the cached outputs of the frozen blocks when
+    the model has some and a cache is given (the same computation, done once)."""
+    blocks = built.frozen_blocks if cache is not None and built.base is not None else 0
+    if not blocks:
+        return built.model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
+    features, _, _ = cached_features(built, images, batch_size, cache.path(split, blocks),
+                                     blocks)
+    return top(built, blocks).predict(features, batch_size=batch_size, verbose=0)
+
+
+# ---------------------------------------------------------------- training
 
 def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray, y_val: np.ndarray, *, epochs: int, batch_size: int,
-          learning_rate: float, cache_features: bool = True,
-          feature_files: tuple[Path, Path] | None = None, seed: int = 0,
-          checkpoint: Path | None = None) -> TrainResult:
+          learning_rate: float, cache_features: bool = True, cache: FeatureCache | None = None,
+          seed: int = 0, checkpoint: Path | None = None) -> TrainResult:
     """Compile and fit a freshly built model; validate on the held-out training split.
 
     Args:
         built: from `models.build_model`.
-        regime: any but two_phase (see `train_two_phase`); only `frozen` uses the cache.
+        regime: any but two_phase (see `train_two_phase`).
         x_*: uint8 or float images (N, 32, 32, 3), 0-255; y_*: integer labels.
-        cache_features: frozen regime only: fit the head on precomputed base outputs.
-        feature_files: where the (train, val) features live on disk, for reuse across runs.
+        cache_features: regimes with frozen leading blocks (frozen, partial) train the rest
+            on those blocks' outputs, computed once instead of in every step.
+        cache: where those outputs live on disk, for reuse across runs (None: not stored).
         seed: seeds each epoch's shuffling and dropout (see `reseed_epoch`).
         checkpoint: a file for the state after each epoch; when it exists, training resumes
             from it, and ends with the same result as an uninterrupted run.
@@ -170,97 +243,84 @@ def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
         raise ValueError("the two_phase regime trains with train_two_phase()")
     y_train_1h, y_val_1h = one_hot(y_train), one_hot(y_val)
     log = EpochLog(epochs)
-    cached = regime == "frozen" and cache_features
-    feature_seconds = 0.0
-    if cached:
-        f_train, f_val, feature_seconds, source = head_features(built, x_train, x_val,
-                                                                batch_size, feature_files)
-        target, inputs, val_inputs = built.head, f_train, f_val
-    else:
-        target, inputs, val_inputs = built.model, x_train.astype("float32"), x_val.astype("float32")
-    compile_model(target, learning_rate)
+    fit = fit_inputs(built, x_train, x_val, batch_size,
+                     (cache or FeatureCache()) if cache_features else None)
+    compile_model(fit.target, learning_rate)
     hist, done = {}, 0
     if checkpoint is not None and checkpoint.is_file():
-        done, hist = load_checkpoint(target, checkpoint)
+        done, hist = load_checkpoint(fit.target, checkpoint)
         print(f"resuming after epoch {done}/{epochs} from {checkpoint.name}", flush=True)
     start = time.perf_counter()
-    fit_epochs(target, (inputs, y_train_1h), (val_inputs, y_val_1h), range(done, epochs),
+    fit_epochs(fit.target, (fit.train, y_train_1h), (fit.val, y_val_1h), range(done, epochs),
                batch_size, seed, log, hist, checkpoint, last=epochs)
     train_seconds = time.perf_counter() - start
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
-    # The full model shares the head's layers; compile it so it can be evaluated as a whole.
+    # The full model shares the trained layers; compile it so it can be evaluated as a whole.
     compile_model(built.model, learning_rate)
-    notes = [f"head trained on cached base features ({source})"] if cached else []
-    if regime == "frozen" and not cached:
-        notes.append("base features computed on the fly in every step "
+    notes = [fit.note] if fit.blocks else []
+    if built.frozen_blocks and not fit.blocks:
+        notes.append("frozen blocks computed on the fly in every step "
                      "(augmentation, or the cache switched off)")
     if done:
         notes.append(f"resumed after epoch {done} from a checkpoint")
-    return TrainResult(hist, log.seconds, train_seconds, feature_seconds, cached, notes)
-
-
-def unfreeze(base: keras.Model, from_block: int) -> None:
-    """Make blocks `from_block`..5 of a VGG16 base trainable, the earlier ones frozen."""
-    base.trainable = True
-    for layer in base.layers:
-        block = int(layer.name[5]) if layer.name.startswith("block") else 0
-        layer.trainable = block >= from_block
+    return TrainResult(hist, log.seconds, train_seconds, fit.seconds, bool(fit.blocks), notes,
+                       fit.computed, fit.rate)
 
 
 def train_two_phase(built: Built, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                     y_val: np.ndarray, *, epochs: int, head_epochs: int, batch_size: int,
                     learning_rate: float, finetune_learning_rate: float, unfreeze_from: int,
                     patience: int, cache_features: bool = True,
-                    feature_files: tuple[Path, Path] | None = None, seed: int = 0,
+                    cache: FeatureCache | None = None, seed: int = 0,
                     checkpoint: Path | None = None) -> TrainResult:
     """The Keras guide's recipe: the head first, then the unfrozen base at a low rate.
 
     Phase 1 trains the head on the frozen base (on cached features when allowed) until
     validation accuracy stops improving for `patience` epochs, at most `head_epochs`.
     Phase 2 unfreezes blocks `unfreeze_from`..5, recompiles with `finetune_learning_rate` and
-    trains the whole model for `epochs`. Phase 1 is deterministic and cheap, so a resumed run
-    repeats it and restores phase 2 from the checkpoint.
+    trains for `epochs` (on the cached outputs of blocks 1..unfreeze_from-1 when allowed).
+    Phase 1 is deterministic and cheap, so a resumed run repeats it and restores phase 2 from
+    the checkpoint.
     """
     head_log, tune_log = EpochLog(head_epochs, "head "), EpochLog(epochs, "fine-tune ")
     y_train_1h, y_val_1h = one_hot(y_train), one_hot(y_val)
-    feature_seconds = 0.0
-    if cache_features:
-        f_train, f_val, feature_seconds, _ = head_features(built, x_train, x_val, batch_size,
-                                                           feature_files)
-        target, inputs, val_inputs = built.head, f_train, f_val
-    else:
-        target, inputs, val_inputs = built.model, x_train.astype("float32"), x_val.astype("float32")
-    compile_model(target, learning_rate)
+    use_cache = (cache or FeatureCache()) if cache_features else None
+    head = fit_inputs(built, x_train, x_val, batch_size, use_cache)
+    compile_model(head.target, learning_rate)
     start = time.perf_counter()
-    head_hist = fit_epochs(target, (inputs, y_train_1h), (val_inputs, y_val_1h),
+    head_hist = fit_epochs(head.target, (head.train, y_train_1h), (head.val, y_val_1h),
                            range(head_epochs), batch_size, seed, head_log, {},
                            patience=patience)
     head_seconds = time.perf_counter() - start
 
-    unfreeze(built.base, unfreeze_from)
-    compile_model(built.model, finetune_learning_rate)  # recompile after changing trainable
+    freeze_blocks(built.base, unfreeze_from - 1)
+    built.frozen_blocks = unfreeze_from - 1
+    tune = fit_inputs(built, x_train, x_val, batch_size, use_cache)
+    compile_model(tune.target, finetune_learning_rate)  # recompile after changing trainable
     hist, done = {}, 0
     if checkpoint is not None and checkpoint.is_file():
-        done, hist = load_checkpoint(built.model, checkpoint)
+        done, hist = load_checkpoint(tune.target, checkpoint)
         print(f"resuming fine-tuning after epoch {done}/{epochs}", flush=True)
     start = time.perf_counter()
-    fit_epochs(built.model, (x_train.astype("float32"), y_train_1h),
-               (x_val.astype("float32"), y_val_1h), range(done, epochs), batch_size,
-               seed + 7919, tune_log, hist, checkpoint, last=epochs)
+    fit_epochs(tune.target, (tune.train, y_train_1h), (tune.val, y_val_1h), range(done, epochs),
+               batch_size, seed + 7919, tune_log, hist, checkpoint, last=epochs)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
+    compile_model(built.model, finetune_learning_rate)
     history = {name: head_hist[name] + hist[name] for name in hist}
     history["phase"] = [1] * len(head_hist["loss"]) + [2] * len(hist["loss"])
-    notes = [f"phase 1: head on the frozen base for {len(head_hist['loss'])} epoch(s)"
-             f"{' (cached features)' if cache_features else ''}; phase 2: blocks "
+    notes = [f"phase 1: the head on the frozen base for {len(head_hist['loss'])} epoch(s)"
+             f"{' (cached features)' if head.blocks else ''}; phase 2: blocks "
              f"{unfreeze_from}-5 and the head at learning rate {finetune_learning_rate:g} "
-             f"for {epochs} epoch(s)"]
+             f"for {epochs} epoch(s)"
+             f"{f' (on cached outputs of blocks 1-{tune.blocks})' if tune.blocks else ''}"]
     if done:
         notes.append(f"resumed after fine-tuning epoch {done} from a checkpoint")
     return TrainResult(history, head_log.seconds + tune_log.seconds,
-                       head_seconds + time.perf_counter() - start, feature_seconds,
-                       cache_features, notes)
+                       head_seconds + time.perf_counter() - start,
+                       head.seconds + tune.seconds, bool(head.blocks), notes,
+                       head.computed + tune.computed, head.rate)
 
 
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
