@@ -3,7 +3,8 @@
     python benchmarks/bench.py [--images 768] [--bf16] [--data-dir DIR] [--out FILE]
 
 Measures, on the same random images and batches:
-- the frozen regime trained on the fly (base forward every step) vs on cached features;
+- the frozen regime trained on the fly (base forward every step) vs on cached features, and
+  the partial regime (block 5 and the head) on the fly vs on cached block-4 outputs;
 - the project's training loop (`training.train`, i.e. Keras `fit`) vs raw `train_on_batch`;
 - training and inference images/s for each regime;
 - optionally mixed_bfloat16 against float32 for a full training step;
@@ -26,7 +27,7 @@ import numpy as np
 import vgg_transfer  # noqa: F401  (sets the oneDNN switch before TensorFlow loads)
 from vgg_transfer import artifacts
 from vgg_transfer.config import PROJECT_ROOT
-from vgg_transfer.models import build_model, compile_model
+from vgg_transfer.models import build_model, compile_model, top
 from vgg_transfer.training import extract_features, one_hot, set_seed
 
 
@@ -64,7 +65,7 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
     y = one_hot(labels)
     results = {"images": n, "batch_size": batch_size, "regimes": {}}
 
-    for regime in ("scratch", "frozen", "finetune"):
+    for regime in ("scratch", "frozen", "partial", "finetune"):
         set_seed(0)
         built = build_model(regime, "none")
         compile_model(built.model, 1e-4)
@@ -72,12 +73,13 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
         infer_s = predict_seconds(built.model, x, batch_size)
         row = {"train_images_per_s": n / train_s, "epoch_seconds_on_the_fly": train_s,
                "inference_images_per_s": n / infer_s}
-        if regime == "frozen":
+        if built.frozen_blocks:  # the trainable rest on the cached outputs of frozen blocks
             start = time.perf_counter()
-            features = extract_features(built, x, batch_size)
+            features = extract_features(built, x, batch_size, built.frozen_blocks)
             row["feature_seconds"] = time.perf_counter() - start
-            compile_model(built.head, 1e-4)
-            cached_s = fit_epoch_seconds(built.head, features, y, batch_size)
+            rest = top(built, built.frozen_blocks)
+            compile_model(rest, 1e-4)
+            cached_s = fit_epoch_seconds(rest, features, y, batch_size)
             row.update(epoch_seconds_cached=cached_s,
                        train_images_per_s_cached=n / cached_s,
                        cached_speedup_per_epoch=train_s / cached_s)
@@ -152,6 +154,9 @@ def table(results: dict) -> str:
              f"{'frozen on cached features, s/epoch':<52}{r['frozen']['epoch_seconds_cached']:>12.3f}",
              f"{'frozen: cached speed-up per epoch (x)':<52}{r['frozen']['cached_speedup_per_epoch']:>12.1f}",
              f"{'frozen: one-off feature extraction, s':<52}{r['frozen']['feature_seconds']:>12.2f}",
+             f"{'partial on the fly, s/epoch':<52}{r['partial']['epoch_seconds_on_the_fly']:>12.3f}",
+             f"{'partial on cached block-4 outputs, s/epoch':<52}{r['partial']['epoch_seconds_cached']:>12.3f}",
+             f"{'partial: cached speed-up per epoch (x)':<52}{r['partial']['cached_speedup_per_epoch']:>12.1f}",
              f"{'training loop / raw train_on_batch (throughput)':<52}"
              f"{r['finetune']['loop_vs_raw_ratio']:>12.3f}"]
     if "bf16" in results:

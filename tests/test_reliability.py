@@ -18,8 +18,8 @@ from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["run", "--profile", "smoke", "--only", "frozen",
-        "--set", "cache_features=false", "--set", "epochs=4"]
+ARGS = ["run", "--profile", "smoke", "--only", "frozen", "--set", "cache_features=false",
+        "--set", "epochs=4", "--set", "checkpoint_seconds=0"]  # a checkpoint after every epoch
 
 
 def _command(outputs, *extra):

@@ -59,12 +59,15 @@ class ExperimentConfig(BaseModel):
     head: Literal["flatten", "gap"] = "flatten"  # the original head, or global average pooling
     augment: bool = False              # random flips and shifts inside the model (no cache then)
     # two_phase only: phase 1 trains the head (at learning_rate) for at most head_epochs,
-    # stopping after `patience` epochs without a better validation accuracy; phase 2
+    # stopping after `patience` epochs without a lower validation loss (the loss, not the
+    # accuracy: an untrained head's accuracy is noise while its loss still falls); phase 2
     # unfreezes blocks unfreeze_from..5 and trains `epochs` at finetune_learning_rate.
     head_epochs: int = Field(10, gt=0)
-    patience: int = Field(2, gt=0)
+    patience: int = Field(3, gt=0)
     unfreeze_from: int = Field(1, ge=1, le=5)
     finetune_learning_rate: float = Field(1e-5, gt=0)
+    checkpoint_seconds: float = Field(60.0, ge=0)  # training time between checkpoints; 0 = every
+    # epoch. A run killed mid-training resumes from its last checkpoint.
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     # mixed_bfloat16 speeds up CPUs with bf16 support; mixed_float16 is for GPUs only
 

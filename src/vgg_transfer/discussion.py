@@ -177,7 +177,8 @@ def improvements(runs: list[dict], studies_run: dict[str, list[str]]) -> str:
         rate = (full["train_n"] * full["epochs"] / full["training_seconds"]).median()
         hours = FULL_PROTOCOL_IMAGES / rate / 3600
         lines.append(f"**The full protocol on a GPU.** A regime that trains the whole network "
-                     f"ran at {rate:.0f} images/s here, so the original's "
+                     f"ran at {rate:.0f} images/s here (validation and checkpoints included), "
+                     f"so the original's "
                      f"{FULL_PROTOCOL_IMAGES:,} training images per regime would take about "
                      f"{hours:.1f} h per regime and seed on this CPU. The `study_gpu` profile "
                      "declares every study at full size for a GPU.")
@@ -222,10 +223,10 @@ def improvements(runs: list[dict], studies_run: dict[str, list[str]]) -> str:
     return bullets(lines)
 
 
-def answer(runs: list[dict], compare: list[str]) -> str:
+def answer(runs: list[dict], experiments: list[str]) -> str:
     """The report's answer to its question, from the reference runs: the best pretrained
     regime against the best from-scratch one, with the seed-paired test."""
-    table = report.comparison_table(report.of_experiments(runs, compare))
+    table = report.comparison_table(report.of_experiments(runs, experiments))
     if table.empty:
         return ""
     scratch = table[table["regime"].isin(["scratch", "scratch_bn", "mlp"])]
@@ -245,7 +246,7 @@ def answer(runs: list[dict], compare: list[str]) -> str:
 
 def conclusion(runs: list[dict], studies_run: dict[str, list[str]],
                compare: list[str]) -> str:
-    lines = [answer(runs, compare)]
+    lines = [answer(runs, studies_run.get("seeds") or compare)]
     if "protocol" in studies_run:
         lines.append(studies.collapse_sentence(runs))
         pairs = studies.protocol_pairs(runs)
@@ -256,7 +257,8 @@ def conclusion(runs: list[dict], studies_run: dict[str, list[str]],
     if "data_efficiency" in studies_run:
         found = data_efficiency_sentences(runs, studies_run["data_efficiency"])
         if found:
-            lines.append("Where transfer pays, by training-set size: " + " ".join(found))
+            lines.append("The best transfer regime against the from-scratch baseline, by "
+                         "training-set size: " + " ".join(found))
     if "seeds" in studies_run:
         lines.append(seed_noise_sentence(runs, studies_run["seeds"]))
     if "resolution" in studies_run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from vgg_transfer.data import load_cifar10, split_indices
 from vgg_transfer.evaluation import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
 from vgg_transfer.explain import fixed_examples, gradcam
 from vgg_transfer.models import build_model, param_counts
-from vgg_transfer.training import FeatureCache, predict, set_seed, train, train_two_phase
+from vgg_transfer.training import (Checkpoint, FeatureCache, predict, set_seed, train,
+                                   train_two_phase)
 
 
 def feature_cache(cfg: ExperimentConfig, source: dict, weights: dict, indices: dict,
@@ -68,6 +70,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session()  # a sweep runs many models in one process
+    gc.collect()
     wall_start = time.perf_counter()
     timings = {}
     print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}", flush=True)
@@ -94,7 +97,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
               data.x_train[val_idx], data.y_train[val_idx])
     common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                   cache_features=use_cache, cache=cache, seed=cfg.seed,
-                  checkpoint=run_dir / "checkpoint.npz")
+                  checkpoint=Checkpoint(run_dir / "checkpoint.npz", cfg.checkpoint_seconds))
     if cfg.regime == "two_phase":
         result = train_two_phase(built, *splits, head_epochs=cfg.head_epochs,
                                  finetune_learning_rate=cfg.finetune_learning_rate,

@@ -390,3 +390,29 @@ def plot_gradcam_samples(images: np.ndarray, true: np.ndarray, cam: dict, title:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_validation_side_by_side(groups: dict[str, list[dict]]):
+    """Validation accuracy per epoch, one panel per experiment and one line per seed, with
+    chance marked; for two-phase runs a dotted line marks where the base was unfrozen."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), sharey=True,
+                             squeeze=False)
+    for ax, (name, runs) in zip(axes[0], groups.items()):
+        for run in runs:
+            history = run["history"]
+            c = color(run["metrics"]["regime"])
+            ax.plot(history["epoch"], history["val_accuracy"], "-o", ms=3, color=c, alpha=0.8,
+                    label=f"seed {run['config']['seed']}")
+            if "phase" in history:
+                switch = history.loc[history["phase"] == 2, "epoch"]
+                if len(switch):
+                    ax.axvline(switch.iloc[0] - 0.5, color=c, ls=":", lw=1)
+        ax.axhline(0.1, color="0.4", ls=":", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize="x-small")
+    axes[0][0].set_ylabel("validation accuracy")
+    axes[0][0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    fig.tight_layout()
+    return fig

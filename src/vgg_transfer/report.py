@@ -44,7 +44,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     """One row per run: what it was (experiment, regime, grid values) and what it measured."""
     rows = []
     for run in runs:
-        m, c, t, h = run["metrics"], run["config"], run["timings"], run["history"]
+        m, c, t = run["metrics"], run["config"], run["timings"]
         rows.append({
             "name": m["name"], "experiment": m["experiment"], "regime": m["regime"],
             "weights": m["weights_label"], "reference": m["reference"], "seed": c["seed"],
@@ -53,7 +53,6 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "ci_low": m["test_accuracy_ci95"][0], "ci_high": m["test_accuracy_ci95"][1],
             "test_n": m["test_n"], "test_ece": m["test_ece"], "test_loss": m["test_loss"],
             "best_val_accuracy": m["best_val_accuracy"],
-            "max_val_accuracy": float(h["val_accuracy"].max()),
             "final_train_accuracy": m["final_train_accuracy"],
             "trainable": m["params"]["trainable"],
             "training_seconds": t["train_seconds"] + t["feature_seconds"],
@@ -209,13 +208,13 @@ def compare_sentence(row: dict, alpha: float = 0.05) -> str:
     """
     a, b, diff = row["A"], row["B"], row["difference (A − B)"]
     ps, diffs = list(row["p per seed"]), list(row["differences"])
-    acc = f"({row['accuracy A']:.1%} against {row['accuracy B']:.1%}"
-    acc += ", means over seeds)" if len(ps) > 1 else ")"
     significant = [p < alpha for p in ps]
     if not any(significant):
         return (f"**{a}** ({row['accuracy A']:.1%}) and **{b}** ({row['accuracy B']:.1%}) "
                 f"are not distinguishable on these test images ({_p_text(ps)}).")
-    winner, loser = (a, b) if diff > 0 else (b, a)
+    (winner, won), (loser, lost) = sorted(
+        [(a, row["accuracy A"]), (b, row["accuracy B"])], key=lambda pair: -pair[1])
+    acc = f"({won:.1%} against {lost:.1%}{', means over seeds' if len(ps) > 1 else ''})"
     if all(significant) and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
         every = " in every seed" if len(ps) > 1 else ""
         return (f"**{winner}** beats **{loser}** by {abs(diff) * 100:.1f} points {acc}"
@@ -309,8 +308,15 @@ def bench_frame(bench: dict) -> pd.DataFrame:
     frozen = r["frozen"]
     rows += [("frozen on the fly: s/epoch", f"{frozen['epoch_seconds_on_the_fly']:.3f}"),
              ("frozen on cached features: s/epoch", f"{frozen['epoch_seconds_cached']:.3f}"),
-             ("cached speed-up per epoch", f"{frozen['cached_speedup_per_epoch']:.1f}×"),
-             ("training loop / raw train_on_batch", f"{r['finetune']['loop_vs_raw_ratio']:.3f}")]
+             ("cached speed-up per epoch", f"{frozen['cached_speedup_per_epoch']:.1f}×")]
+    if "partial" in r:
+        partial = r["partial"]
+        rows += [("partial on the fly: s/epoch", f"{partial['epoch_seconds_on_the_fly']:.3f}"),
+                 ("partial on cached block-4 outputs: s/epoch",
+                  f"{partial['epoch_seconds_cached']:.3f}"),
+                 ("partial: cached speed-up per epoch",
+                  f"{partial['cached_speedup_per_epoch']:.1f}×")]
+    rows.append(("training loop / raw train_on_batch", f"{r['finetune']['loop_vs_raw_ratio']:.3f}"))
     if "bf16" in bench:
         rows.append(("mixed_bfloat16 / float32 training", f"{bench['bf16']['speedup']:.2f}×"))
     if "accuracy" in bench:

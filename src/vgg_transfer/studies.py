@@ -38,17 +38,16 @@ ORIGINAL_PROTOCOL = {"training images": "50,000 (all)", "validation": "the 10,00
 # Each change to the protocol, the regime it concerns, and why.
 CHANGES = [
     ("scratch", "a multilayer perceptron (no convolutions)",
-     "the VGG16 architecture from random weights (`scratch`), and a fair baseline: VGG16 with "
-     "batch normalisation and augmentation (`scratch_bn`)",
+     "the VGG16 architecture from random weights (scratch), and a fair baseline: VGG16 with "
+     "batch normalisation and augmentation (scratch_bn)",
      "the question is what pretraining adds to the same network"),
     ("frozen", "VGG16 base with block 5 trainable",
-     "the whole base frozen and run in inference mode (`frozen`); block 5 trainable is a "
-     "regime of its own (`partial`)",
+     "the whole base frozen and run in inference mode (frozen); block 5 trainable is a "
+     "regime of its own (partial)",
      "frozen means frozen; a partly frozen base answers a different question"),
     ("unfrozen", "everything trainable from the first step, Adam 1e-4; collapsed to chance",
-     "kept as `finetune` (built fresh, recompiled after setting `trainable`), and the "
-     "Keras guide's two-phase recipe beside it (`two_phase`: head first, then the base at "
-     "1e-5)",
+     "kept as finetune (built fresh, recompiled after setting trainable), and the Keras "
+     "guide's two-phase recipe beside it (two_phase: head first, then the base at 1e-5)",
      "a collapse to chance points at a broken setup; a random head's large gradients can "
      "wreck pretrained features, which the two-phase recipe avoids"),
     ("all", "the test set as validation set",
@@ -58,7 +57,7 @@ CHANGES = [
      "several seeds per point, mean ± sd and 95% t intervals, seed-paired McNemar tests",
      "a difference needs its uncertainty to mean anything"),
     ("all", "preprocessing varied by regime",
-     "`preprocess_input` as a layer of every model",
+     "preprocess_input as a layer of every model",
      "the regimes must differ only in what they train"),
 ]
 
@@ -76,13 +75,7 @@ def summary_of(runs: list[dict], experiment: str, value: str = "test_accuracy") 
     chosen = reference_runs(runs, experiment)
     if not chosen:
         return None
-    return seed_summary([_value(run, value) for run in chosen])
-
-
-def _value(run: dict, value: str) -> float:
-    if value == "max_val_accuracy":
-        return float(run["history"]["val_accuracy"].max())
-    return float(run["metrics"][value])
+    return seed_summary([run["metrics"][value] for run in chosen])
 
 
 def cell(summary: dict | None) -> str:
@@ -100,8 +93,9 @@ def budget(runs: list[dict]) -> str:
     if frame.empty:
         return "no runs"
     seeds = frame.groupby(["experiment", "train_n", "image_size", "head"])["seed"].nunique()
-    return (f"{report.phrase(frame['train_n'], 'training image')}, "
-            f"{report.phrase(frame['epochs'], 'epoch')}, "
+    low, high = int(frame["epochs"].min()), int(frame["epochs"].max())
+    epochs = f"{low} epoch{'s' if low > 1 else ''}" if low == high else f"{low} to {high} epochs"
+    return (f"{report.phrase(frame['train_n'], 'training image')}, {epochs}, "
             f"{report.phrase(seeds, 'seed')} per point, "
             f"{int(frame['test_n'].iloc[0]):,} test images, "
             f"{frame['training_seconds'].sum() / 60:.1f} min of training in all "
@@ -312,7 +306,8 @@ def calibration_table(runs: list[dict], experiments: list[str]) -> pd.DataFrame:
 def format_calibration(table: pd.DataFrame):
     shown = table.copy()
     shown["ECE (95% CI)"] = [
-        f"{r['ECE']:.3f} ± {r['ECE sd']:.3f} ({r['ECE ci_low']:.3f}–{r['ECE ci_high']:.3f})"
+        f"{r['ECE']:.3f} ± {r['ECE sd']:.3f} ({max(r['ECE ci_low'], 0):.3f}–"
+        f"{r['ECE ci_high']:.3f})"
         if r["seeds"] > 1 else f"{r['ECE']:.3f}" for _, r in table.iterrows()]
     shown = shown.drop(columns=["ECE", "ECE sd", "ECE ci_low", "ECE ci_high"])
     return shown.style.hide(axis="index").format({
@@ -421,7 +416,7 @@ def _cause(runs: list[dict], regime: str) -> str:
                      f"{mlp['mean']:.1%} ({_budget_of(runs, 'mlp')})")
         return text
     if regime == "frozen":
-        return (f"the same regime (block 5 trainable, our `partial`) on a far smaller budget "
+        return (f"the same regime (block 5 trainable, our partial) on a far smaller budget "
                 f"({_budget_of(runs, 'partial') or 'see the seeds study'} against 50,000 "
                 f"images × 10 epochs) and with {weights} instead of ImageNet weights")
     one = collapse(runs, "finetune")

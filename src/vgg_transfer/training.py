@@ -23,6 +23,9 @@ from vgg_transfer.data import NUM_CLASSES
 from vgg_transfer.models import Built, compile_model, freeze_blocks, stem, top
 
 _determinism_enabled = False
+# Each run builds fresh models, and TensorFlow warns about every retrace that causes; the
+# warning is expected here and would fill the pages' training logs.
+tf.get_logger().setLevel("ERROR")
 
 
 def set_seed(seed: int) -> None:
@@ -46,6 +49,20 @@ def reseed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
         generator = getattr(layer, "seed_generator", None)
         if isinstance(generator, keras.random.SeedGenerator):
             generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
+
+
+@dataclass
+class Checkpoint:
+    """Where training state is saved, and how often: after an epoch once `seconds` of
+    training have passed since the last save (0: after every epoch).
+
+    Saving copies every variable out of TensorFlow, and here that slowed the next epoch by
+    up to 80%, so short epochs are not each saved; a killed run loses at most about
+    `seconds` plus one epoch.
+    """
+
+    path: Path
+    seconds: float = 0.0
 
 
 def save_checkpoint(model: keras.Model, path: Path, epoch: int, history: dict) -> None:
@@ -76,22 +93,33 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
 
 
-class EpochLog(keras.callbacks.Callback):
+class EpochLog:
     """One line per epoch (no progress bars), with the epoch's wall time."""
 
     def __init__(self, epochs: int, prefix: str = ""):
-        super().__init__()
         self.epochs, self.prefix = epochs, prefix
         self.seconds: list[float] = []
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+    def epoch(self, epoch: int, logs: dict, seconds: float) -> None:
+        self.seconds.append(seconds)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
+        print(f"{self.prefix}epoch {epoch + 1}/{self.epochs}  {shown}  ({seconds:.1f} s)",
+              flush=True)
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-        shown = " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
-        print(f"{self.prefix}epoch {epoch + 1}/{self.epochs}  {shown}  "
-              f"({self.seconds[-1]:.1f} s)", flush=True)
+
+def validate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """Validation loss and accuracy over all of (x, y), batch by batch with `test_on_batch`.
+
+    Keras's `evaluate`, and `fit(validation_data=...)`, build a tf.data iterator each time;
+    here tearing it down stalled about every other epoch for some 9 s, half an epoch.
+    """
+    totals = {"val_loss": 0.0, "val_accuracy": 0.0}
+    for i in range(0, len(x), batch_size):
+        logs = model.test_on_batch(x[i:i + batch_size], y[i:i + batch_size], return_dict=True)
+        n = len(x[i:i + batch_size])
+        totals["val_loss"] += logs["loss"] * n
+        totals["val_accuracy"] += logs["accuracy"] * n
+    return {name: total / len(x) for name, total in totals.items()}
 
 
 @dataclass
@@ -225,7 +253,7 @@ def predict(built: Built, images: np.ndarray, batch_size: int,
 def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray, y_val: np.ndarray, *, epochs: int, batch_size: int,
           learning_rate: float, cache_features: bool = True, cache: FeatureCache | None = None,
-          seed: int = 0, checkpoint: Path | None = None) -> TrainResult:
+          seed: int = 0, checkpoint: Checkpoint | None = None) -> TrainResult:
     """Compile and fit a freshly built model; validate on the held-out training split.
 
     Args:
@@ -236,8 +264,9 @@ def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
             on those blocks' outputs, computed once instead of in every step.
         cache: where those outputs live on disk, for reuse across runs (None: not stored).
         seed: seeds each epoch's shuffling and dropout (see `reseed_epoch`).
-        checkpoint: a file for the state after each epoch; when it exists, training resumes
-            from it, and ends with the same result as an uninterrupted run.
+        checkpoint: where and how often to save the state after an epoch; when the file
+            exists, training resumes from it, and ends with the same result as an
+            uninterrupted run.
     """
     if regime == "two_phase":
         raise ValueError("the two_phase regime trains with train_two_phase()")
@@ -247,15 +276,15 @@ def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
                      (cache or FeatureCache()) if cache_features else None)
     compile_model(fit.target, learning_rate)
     hist, done = {}, 0
-    if checkpoint is not None and checkpoint.is_file():
-        done, hist = load_checkpoint(fit.target, checkpoint)
-        print(f"resuming after epoch {done}/{epochs} from {checkpoint.name}", flush=True)
+    if checkpoint is not None and checkpoint.path.is_file():
+        done, hist = load_checkpoint(fit.target, checkpoint.path)
+        print(f"resuming after epoch {done}/{epochs} from {checkpoint.path.name}", flush=True)
     start = time.perf_counter()
     fit_epochs(fit.target, (fit.train, y_train_1h), (fit.val, y_val_1h), range(done, epochs),
                batch_size, seed, log, hist, checkpoint, last=epochs)
     train_seconds = time.perf_counter() - start
     if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
+        checkpoint.path.unlink(missing_ok=True)
     # The full model shares the trained layers; compile it so it can be evaluated as a whole.
     compile_model(built.model, learning_rate)
     notes = [fit.note] if fit.blocks else []
@@ -273,11 +302,11 @@ def train_two_phase(built: Built, x_train: np.ndarray, y_train: np.ndarray, x_va
                     learning_rate: float, finetune_learning_rate: float, unfreeze_from: int,
                     patience: int, cache_features: bool = True,
                     cache: FeatureCache | None = None, seed: int = 0,
-                    checkpoint: Path | None = None) -> TrainResult:
+                    checkpoint: Checkpoint | None = None) -> TrainResult:
     """The Keras guide's recipe: the head first, then the unfrozen base at a low rate.
 
-    Phase 1 trains the head on the frozen base (on cached features when allowed) until
-    validation accuracy stops improving for `patience` epochs, at most `head_epochs`.
+    Phase 1 trains the head on the frozen base (on cached features when allowed) until the
+    validation loss stops falling for `patience` epochs, at most `head_epochs`.
     Phase 2 unfreezes blocks `unfreeze_from`..5, recompiles with `finetune_learning_rate` and
     trains for `epochs` (on the cached outputs of blocks 1..unfreeze_from-1 when allowed).
     Phase 1 is deterministic and cheap, so a resumed run repeats it and restores phase 2 from
@@ -299,14 +328,14 @@ def train_two_phase(built: Built, x_train: np.ndarray, y_train: np.ndarray, x_va
     tune = fit_inputs(built, x_train, x_val, batch_size, use_cache)
     compile_model(tune.target, finetune_learning_rate)  # recompile after changing trainable
     hist, done = {}, 0
-    if checkpoint is not None and checkpoint.is_file():
-        done, hist = load_checkpoint(tune.target, checkpoint)
+    if checkpoint is not None and checkpoint.path.is_file():
+        done, hist = load_checkpoint(tune.target, checkpoint.path)
         print(f"resuming fine-tuning after epoch {done}/{epochs}", flush=True)
     start = time.perf_counter()
     fit_epochs(tune.target, (tune.train, y_train_1h), (tune.val, y_val_1h), range(done, epochs),
                batch_size, seed + 7919, tune_log, hist, checkpoint, last=epochs)
     if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
+        checkpoint.path.unlink(missing_ok=True)
     compile_model(built.model, finetune_learning_rate)
     history = {name: head_hist[name] + hist[name] for name in hist}
     history["phase"] = [1] * len(head_hist["loss"]) + [2] * len(hist["loss"])
@@ -325,7 +354,7 @@ def train_two_phase(built: Built, x_train: np.ndarray, y_train: np.ndarray, x_va
 
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
-               checkpoint: Path | None = None, last: int | None = None,
+               checkpoint: Checkpoint | None = None, last: int | None = None,
                patience: int | None = None) -> dict:
     """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
 
@@ -334,27 +363,36 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
 
     Args:
         last: the final epoch number of the whole run; no checkpoint is written after it.
-        patience: stop when validation accuracy has not improved for this many epochs.
+        patience: stop when the validation loss has not fallen for this many epochs.
     """
     inputs, targets = train_data
+    saved = time.perf_counter()
     for epoch in epochs:
         reseed_epoch(target, seed, epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
-        history = target.fit(inputs[order], targets[order], validation_data=val_data,
-                             initial_epoch=epoch, epochs=epoch + 1, batch_size=batch_size,
-                             shuffle=False, verbose=0,
-                             callbacks=[log, keras.callbacks.TerminateOnNaN()])
-        for name, values in history.history.items():
-            hist.setdefault(name, []).extend(float(v) for v in values)
+        start = time.perf_counter()
+        history = target.fit(inputs[order], targets[order], initial_epoch=epoch,
+                             epochs=epoch + 1, batch_size=batch_size, shuffle=False, verbose=0,
+                             callbacks=[keras.callbacks.TerminateOnNaN()])
+        logs = {name: float(values[-1]) for name, values in history.history.items()}
+        logs.update(validate(target, *val_data, batch_size))
+        log.epoch(epoch, logs, time.perf_counter() - start)
+        for name, value in logs.items():
+            hist.setdefault(name, []).append(value)
         _check_finite(hist)
-        if checkpoint is not None and epoch + 1 < (last or epochs.stop):
-            save_checkpoint(target, checkpoint, epoch + 1, hist)
-        if patience and epoch + 1 < epochs.stop and len(hist["val_accuracy"]) > patience and \
-                max(hist["val_accuracy"][-patience:]) <= max(hist["val_accuracy"][:-patience]):
-            print(f"validation accuracy has not improved for {patience} epochs: "
-                  "moving on", flush=True)
+        if checkpoint is not None and epoch + 1 < (last or epochs.stop) and \
+                time.perf_counter() - saved >= checkpoint.seconds:
+            save_checkpoint(target, checkpoint.path, epoch + 1, hist)
+            saved = time.perf_counter()
+        if patience and epoch + 1 < epochs.stop and stalled(hist["val_loss"], patience):
+            print(f"validation loss has not fallen for {patience} epochs: moving on", flush=True)
             break
     return hist
+
+
+def stalled(losses: list[float], patience: int) -> bool:
+    """True when none of the last `patience` losses is below the best one before them."""
+    return len(losses) > patience and min(losses[-patience:]) >= min(losses[:-patience])
 
 
 def _check_finite(hist: dict) -> None:
