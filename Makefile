@@ -1,4 +1,4 @@
-# make report   venv + the quick profile + the site     (PROFILE=smoke|quick|seed)
+# make report   venv + the quick profile + the site     (PROFILE=smoke|quick|seed|study|...)
 # make smoke    the tiny profile end to end, in minutes
 # make test     the test suite
 # make bench    benchmarks/bench.py (its table feeds the book's compute-cost page)
