@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from conftest import PROJECT_ROOT
 from vgg_transfer.config import (ConfigError, load_experiments, parse_set, profile_compare,
                                  profile_studies, resolve, resolve_points, resolve_profile)
 
@@ -178,3 +179,22 @@ def test_studies_and_compare_are_checked():
         profile_compare(bad, "p")
     with pytest.raises(ConfigError, match="unknown key 'studys'"):
         resolve_profile({**GRID, "profiles": {"p": {"studys": []}}}, "p", env={})
+
+
+def test_run_key_covers_every_module_a_run_imports():
+    """A run's key hashes only the modules that compute it; if the run path imported a module
+    left out of sweep.RUN_MODULES, a change to it would silently reuse stale runs."""
+    probe = ("import sys; import vgg_transfer.sweep, vgg_transfer.experiment; "
+             "print(sorted(m.split('.')[1] for m in sys.modules "
+             "if m.startswith('vgg_transfer.')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = set(eval(result.stdout.strip().splitlines()[-1]))
+    from vgg_transfer import sweep
+
+    assert imported <= set(sweep.RUN_MODULES), imported - set(sweep.RUN_MODULES)
+    package = PROJECT_ROOT / "src" / "vgg_transfer"
+    assert all((package / f"{name}.py").is_file() for name in sweep.RUN_MODULES)
+    # the pages' code is in the site's hash but not in a run's
+    assert sweep.code_hash() != sweep.code_hash(modules=None)

@@ -53,7 +53,7 @@ def test_phrase():
 
 def test_sentences_follow_the_numbers():
     row = {"A": "frozen", "B": "scratch", "accuracy A": 0.61, "accuracy B": 0.40,
-           "difference (A − B)": 0.21, "p (McNemar, exact)": 1e-9, "p per seed": [1e-9],
+           "difference (A − B)": 0.21, "largest p (McNemar, exact)": 1e-9, "p per seed": [1e-9],
            "differences": [0.21]}
     assert compare_sentence(row).startswith("**frozen** beats **scratch** by 21.0 points")
     row.update({"difference (A − B)": -0.01, "accuracy A": 0.39, "p per seed": [0.6],
@@ -79,7 +79,13 @@ def test_beats_needs_every_seed():
     assert "**a** beats **b** by 10.0 points" in compare_sentence(row)
     assert "in every seed" in compare_sentence(row)
     row["differences"] = [0.12, -0.02, 0.2]  # significant, but not the same way round
-    assert "beats" not in compare_sentence(row)
+    sentence = compare_sentence(row)
+    assert "beats" not in sentence
+    assert "significantly so in only 2 of 3 seeds, and significantly behind in 1" in sentence
+    # ahead on the mean, but the one significant seed goes the other way
+    row.update({"p per seed": [0.5, 0.01, 0.4], "differences": [0.2, -0.05, 0.15]})
+    assert "**a** is ahead of **b**" in compare_sentence(row)
+    assert "significantly so in no seed, and significantly behind in 1" in compare_sentence(row)
 
 
 def test_runs_are_paired_by_seed():
@@ -94,7 +100,7 @@ def test_runs_are_paired_by_seed():
     # images 100..149 (seed 0) and 100..139 (seed 1) are right only for a
     assert (row["only A right"], row["only B right"]) == (90, 0)
     assert row["differences"] == pytest.approx([0.25, 0.20])
-    assert max(row["p per seed"]) == row["p (McNemar, exact)"] < 1e-10
+    assert max(row["p per seed"]) == row["largest p (McNemar, exact)"] < 1e-10
     tests = report.pairwise_tests(a + b)
     assert tests[["A", "B"]].values.tolist() == [["a", "b"]]
 

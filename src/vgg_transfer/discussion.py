@@ -86,9 +86,11 @@ def calibration_sentence(runs: list[dict], experiments: list[str]) -> str:
     text = (f"Expected calibration error ranges from {best['ECE']:.3f} ({best['experiment']}) "
             f"to {worst['ECE']:.3f} ({worst['experiment']}).")
     if over:
-        text += f" Over-confident (confidence above accuracy by more than 2 points): {', '.join(over)}."
+        text += (f" Over-confident (mean confidence above accuracy by more than 2 points): "
+                 f"{', '.join(over)}.")
     if under:
-        text += f" Under-confident: {', '.join(under)}."
+        text += (f" Under-confident (mean confidence below accuracy by more than 2 points): "
+                 f"{', '.join(under)}.")
     return text
 
 

@@ -143,7 +143,7 @@ def glue_text(key: str, text: str) -> None:
 
 
 PAIR_COLUMNS = ["A", "B", "seeds", "accuracy A", "accuracy B", "difference (A − B)",
-                "only A right", "only B right", "p (McNemar, exact)", "p per seed",
+                "only A right", "only B right", "largest p (McNemar, exact)", "p per seed",
                 "differences"]
 
 
@@ -173,7 +173,7 @@ def paired_test(runs_a: list[dict], runs_b: list[dict], a: str, b: str) -> dict 
             "difference (A − B)": float(np.mean(diffs)),
             "only A right": sum(t["a_only"] for t in tests),
             "only B right": sum(t["b_only"] for t in tests),
-            "p (McNemar, exact)": max(t["p_value"] for t in tests),
+            "largest p (McNemar, exact)": max(t["p_value"] for t in tests),
             "p per seed": [t["p_value"] for t in tests], "differences": diffs}
 
 
@@ -188,10 +188,14 @@ def pairwise_tests(runs: list[dict], experiments: list[str] | None = None) -> pd
 
 def format_tests(tests: pd.DataFrame):
     shown = tests.drop(columns=["differences"]).copy()
-    shown["p per seed"] = [", ".join(f"{p:.2g}" for p in ps) for ps in tests["p per seed"]]
+    column = "per seed: A − B in points (p)"
+    shown = shown.rename(columns={"p per seed": column})
+    shown[column] = [  # one seed per line
+        "<br>".join(f"{d * 100:+.1f}&nbsp;({p:.2g})" for d, p in zip(ds, ps))
+        for ds, ps in zip(tests["differences"], tests["p per seed"])]
     return shown.style.hide(axis="index").format({
         "accuracy A": "{:.1%}", "accuracy B": "{:.1%}", "difference (A − B)": "{:+.1%}",
-        "p (McNemar, exact)": "{:.2g}"})
+        "largest p (McNemar, exact)": "{:.2g}"})
 
 
 def _p_text(ps: list[float]) -> str:
@@ -204,24 +208,27 @@ def compare_sentence(row: dict, alpha: float = 0.05) -> str:
     """One pairwise comparison as a sentence, with its McNemar p-values.
 
     "A beats B" is said only when the difference has the same sign and p < alpha in every
-    seed; otherwise the sentence says how many seeds agree.
+    seed; otherwise the sentence counts the seeds significant each way round.
     """
     a, b, diff = row["A"], row["B"], row["difference (A − B)"]
     ps, diffs = list(row["p per seed"]), list(row["differences"])
-    significant = [p < alpha for p in ps]
-    if not any(significant):
+    if not any(p < alpha for p in ps):
         return (f"**{a}** ({row['accuracy A']:.1%}) and **{b}** ({row['accuracy B']:.1%}) "
                 f"are not distinguishable on these test images ({_p_text(ps)}).")
     (winner, won), (loser, lost) = sorted(
         [(a, row["accuracy A"]), (b, row["accuracy B"])], key=lambda pair: -pair[1])
+    sign = 1 if winner == a else -1
+    ahead = sum(p < alpha and d * sign > 0 for p, d in zip(ps, diffs))
+    behind = sum(p < alpha and d * sign < 0 for p, d in zip(ps, diffs))
     acc = f"({won:.1%} against {lost:.1%}{', means over seeds' if len(ps) > 1 else ''})"
-    if all(significant) and (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
+    if ahead == len(ps):
         every = " in every seed" if len(ps) > 1 else ""
         return (f"**{winner}** beats **{loser}** by {abs(diff) * 100:.1f} points {acc}"
                 f"{every}; {_p_text(ps)}.")
+    seeds = "in no seed" if ahead == 0 else f"in only {ahead} of {len(ps)} seeds"
+    other = f", and significantly behind in {behind}" if behind else ""
     return (f"**{winner}** is ahead of **{loser}** by {abs(diff) * 100:.1f} points {acc}, but "
-            f"significantly so in only {sum(significant)} of {len(ps)} seeds "
-            f"({_p_text(ps)}).")
+            f"significantly so {seeds}{other} ({_p_text(ps)}).")
 
 
 def findings(table: pd.DataFrame, tests: pd.DataFrame) -> str:

@@ -48,6 +48,13 @@ def execute(template: Path, output: Path, parameters: dict, kernel: str | None) 
         log_output=True, progress_bar=False, cwd=str(PROJECT_ROOT))
 
 
+def papermill_parameters(notebook: Path) -> set[str]:
+    """The names a template's `parameters` cell declares."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
 def _by_experiment(points: list[Point]) -> dict[str, list[Point]]:
     grouped: dict[str, list[Point]] = {}
     for point in points:
@@ -65,7 +72,7 @@ def run_experiments(profile: str, overrides: dict | None = None, only: list[str]
     folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
     folder.mkdir(parents=True, exist_ok=True)
     notebooks.mkdir(parents=True, exist_ok=True)
-    code = sweep.code_hash()
+    code, page_code = sweep.code_hash(), sweep.code_hash(modules=None)
     outcomes, start = [], time.perf_counter()
     total = sum(len(points) for points in experiments.values())
     done = 0
@@ -76,14 +83,19 @@ def run_experiments(profile: str, overrides: dict | None = None, only: list[str]
               f"{points[0].cfg.describe_weights()}): {len(todo)} of {len(points)} run(s) to do"
               f" — runs {done + 1}-{done + len(points)} of {total}, "
               f"{elapsed / 60:.1f} min elapsed ===", flush=True)
-        current = (notebooks / f"{name}.ipynb").is_file() \
-            and not (notebooks / f"{name}.failed").is_file()
+        stamp = notebooks / f"{name}.code"
+        current = ((notebooks / f"{name}.ipynb").is_file()
+                   and not (notebooks / f"{name}.failed").is_file()
+                   and stamp.is_file() and stamp.read_text().strip() == page_code)
         if not todo and current:
-            print(f"{name}: every run unchanged since the last one; reusing them", flush=True)
+            print(f"{name}: every run and its page unchanged since the last one; reusing them",
+                  flush=True)
             outcomes.append(Outcome(name, "cached", 0.0))
         else:
             outcomes.append(_run_one(name, profile, overrides, folder, notebooks, kernel,
                                      force, experiments_file))
+            if outcomes[-1].status == "ok":  # the notebook was drawn by this code
+                stamp.write_text(page_code + "\n")
         done += len(points)
         print(f"=== {name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s ===",
               flush=True)
@@ -226,7 +238,10 @@ def build_pages(profile: str, kernel: str | None = None, experiments_file: str |
     for template, output, extra in targets:
         print(f"page: {output.relative_to(results).with_suffix('')}", flush=True)
         output.parent.mkdir(parents=True, exist_ok=True)
-        execute(NOTEBOOKS / f"{template}.ipynb", output, {**params, **extra}, kernel)
+        path = NOTEBOOKS / f"{template}.ipynb"
+        declared = papermill_parameters(path)  # each page gets only what it declares
+        execute(path, output, {k: v for k, v in {**params, **extra}.items() if k in declared},
+                kernel)
         _hide_injected(output)
     write_toc(pages, list(studies), book)
     return pages
@@ -244,7 +259,7 @@ def build_site(strict: bool = True, book: Path = BOOK) -> Path:
 def site_key(profile: str, experiments_file: str | None = None, outputs: Path = OUTPUTS,
              book: Path = BOOK) -> str:
     """What the site is made of: the runs, the page templates, the book's sources, the code."""
-    digest = hashlib.sha256(f"{profile}\n{sweep.code_hash()}".encode())
+    digest = hashlib.sha256(f"{profile}\n{sweep.code_hash(modules=None)}".encode())
     folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
     for name, points in _by_experiment(resolve_profile(load_experiments(experiments_file),
                                                        profile)).items():

@@ -1,6 +1,7 @@
 """The runs of an experiment: one per point of its grid, each cached, staged and isolated.
 
-A run is skipped when its key (resolved config, data and weights hashes, library code)
+A run is skipped when its key (resolved config, data and weights hashes, the code that
+computes a run)
 matches the finished run on disk. Otherwise it runs in a staging folder that replaces the run
 folder only when the run succeeds, so a failure never destroys a good result; a run killed
 mid-training resumes from its last checkpoint. The experiment template notebook calls
@@ -38,12 +39,28 @@ class RunsFailed(RuntimeError):
     """Some runs of an experiment failed; the others finished and were kept."""
 
 
-def code_hash() -> str:
-    """The library code and the experiment template: a change to either re-runs everything."""
+# The modules whose code computes a run's artifacts (its model, training, predictions,
+# metrics and heatmaps). The modules that only read artifacts and draw pages (plots, report,
+# studies, discussion, runner, cli) are left out, so a change to a page re-renders the pages
+# without retraining anything.
+RUN_MODULES = ("__init__", "artifacts", "config", "data", "evaluation", "experiment",
+               "explain", "models", "sweep", "training", "weights")
+
+
+def code_hash(modules: tuple[str, ...] | None = RUN_MODULES) -> str:
+    """The code a run's result depends on: a change to it re-runs everything.
+
+    `modules=None` hashes every module of the library and the experiment template: what an
+    executed experiment notebook and the site are made of.
+    """
+    package = PROJECT_ROOT / "src" / "vgg_transfer"
+    paths = (sorted(package.glob("*.py")) if modules is None
+             else [package / f"{name}.py" for name in sorted(modules)])
     digest = hashlib.sha256()
-    for path in sorted((PROJECT_ROOT / "src" / "vgg_transfer").glob("*.py")):
+    for path in paths:
         digest.update(path.name.encode() + path.read_bytes())
-    digest.update(TEMPLATE.read_bytes())
+    if modules is None:
+        digest.update(TEMPLATE.read_bytes())
     return digest.hexdigest()
 
 
