@@ -188,3 +188,12 @@ def test_seed_noise():
     assert "of the same order as test-set noise" in discussion.seed_noise_sentence(runs, ["a"])
     runs = [fake_run("a", "frozen", s, mask(n, 1000)) for s, n in enumerate((450, 500, 550))]
     assert "larger than test-set noise" in discussion.seed_noise_sentence(runs, ["a"])
+
+
+def test_rise_margin_hand_computed():
+    from vgg_transfer.discussion import rise_margin
+
+    before, after = {"sd": 0.013, "n": 3}, {"sd": 0.015, "n": 3}
+    # 2 * sqrt(0.013² / 3 + 0.015² / 3) = 2 * sqrt(0.00013133) = 0.022920
+    assert rise_margin(before, after) == pytest.approx(0.022920, abs=1e-6)
+    assert rise_margin({"sd": float("nan"), "n": 1}, after) == 0.0

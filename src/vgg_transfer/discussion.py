@@ -171,6 +171,14 @@ def limitations(runs: list[dict], studies_run: dict[str, list[str]]) -> str:
     return bullets(lines)
 
 
+def rise_margin(before, after) -> float:
+    """Two standard errors of the difference between two means over seeds (rows with mean,
+    sd, n); 0 when either has a single run, so any rise counts."""
+    if min(before["n"], after["n"]) < 2:
+        return 0.0
+    return 2 * float(np.sqrt(before["sd"] ** 2 / before["n"] + after["sd"] ** 2 / after["n"]))
+
+
 def improvements(runs: list[dict], studies_run: dict[str, list[str]]) -> str:
     frame = report.runs_frame(runs)
     full = frame[frame["regime"].isin(["scratch", "finetune", "scratch_bn"])]
@@ -186,16 +194,22 @@ def improvements(runs: list[dict], studies_run: dict[str, list[str]]) -> str:
                      "declares every study at full size for a GPU.")
     if "data_efficiency" in studies_run:
         table = studies.by_setting(runs, studies_run["data_efficiency"], "train_n")
-        rising = []
+        rising, level = [], []
         for name, group in table.groupby("experiment", sort=False):
             group = group.sort_values("train_n")
-            if len(group) > 1 and group["mean"].iloc[-1] > group["mean"].iloc[-2]:
-                rising.append(f"{name} ({group['mean'].iloc[-2]:.1%} → "
-                              f"{group['mean'].iloc[-1]:.1%})")
+            if len(group) < 2:
+                continue
+            before, last = group.iloc[-2], group.iloc[-1]
+            text = f"{name} ({before['mean']:.1%} → {last['mean']:.1%})"
+            (rising if last["mean"] - before["mean"] > rise_margin(before, last)
+             else level).append(text)
         if rising:
-            lines.append(f"**More data.** Accuracy was still rising at the largest size run "
-                         f"({table['train_n'].max():,} images) for {', '.join(rising)}; the "
-                         "curve's right end is where the regimes may cross.")
+            flat = (f"; {', '.join(level)} had levelled off (a change within two standard "
+                    "errors of the seeds' spread)") if level else ""
+            lines.append(f"**More data.** Between the two largest training sets accuracy was "
+                         f"still rising for {', '.join(rising)}{flat}. Runs on more than "
+                         f"{table['train_n'].max():,} images would show where the curves go "
+                         "next.")
     if "resolution" in studies_run:
         lines.append("**Larger inputs.** " + resolution_sentence(runs, studies_run["resolution"])
                      + " 128 or 224 px, nearer ImageNet's scale, is the next step on a GPU "
