@@ -215,9 +215,8 @@ def compare_sentence(row: dict, alpha: float = 0.05) -> str:
     if not any(p < alpha for p in ps):
         return (f"**{a}** ({row['accuracy A']:.1%}) and **{b}** ({row['accuracy B']:.1%}) "
                 f"are not distinguishable on these test images ({_p_text(ps)}).")
-    (winner, won), (loser, lost) = sorted(
-        [(a, row["accuracy A"]), (b, row["accuracy B"])], key=lambda pair: -pair[1])
-    sign = 1 if winner == a else -1
+    sign = 1 if row["accuracy A"] >= row["accuracy B"] else -1
+    (winner, won), (loser, lost) = [(a, row["accuracy A"]), (b, row["accuracy B"])][::sign]
     ahead = sum(p < alpha and d * sign > 0 for p, d in zip(ps, diffs))
     behind = sum(p < alpha and d * sign < 0 for p, d in zip(ps, diffs))
     acc = f"({won:.1%} against {lost:.1%}{', means over seeds' if len(ps) > 1 else ''})"
