@@ -27,8 +27,8 @@ import numpy as np
 import vgg_transfer  # noqa: F401  (sets the oneDNN switch before TensorFlow loads)
 from vgg_transfer import artifacts
 from vgg_transfer.config import PROJECT_ROOT
-from vgg_transfer.models import build_model, compile_model, top
-from vgg_transfer.training import extract_features, one_hot, set_seed
+from vgg_transfer.models import build_model, compile_model, stem, top
+from vgg_transfer.training import one_hot, set_seed
 
 
 def images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +75,8 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
                "inference_images_per_s": n / infer_s}
         if built.frozen_blocks:  # the trainable rest on the cached outputs of frozen blocks
             start = time.perf_counter()
-            features = extract_features(built, x, batch_size, built.frozen_blocks)
+            features = stem(built, built.frozen_blocks).predict(x, batch_size=batch_size,
+                                                                 verbose=0)
             row["feature_seconds"] = time.perf_counter() - start
             rest = top(built, built.frozen_blocks)
             compile_model(rest, 1e-4)
@@ -119,7 +120,7 @@ def accuracy_check(data_dir: str, weights: str, n: int, epochs: int, bf16: bool)
 
     from vgg_transfer.data import load_cifar10, split_indices
     from vgg_transfer.evaluation import evaluate_predictions
-    from vgg_transfer.training import train
+    from vgg_transfer.training import one_phase, train
 
     data = load_cifar10(data_dir)
     train_idx, val_idx = split_indices(data.y_train, 500, n, seed=0)
@@ -131,9 +132,9 @@ def accuracy_check(data_dir: str, weights: str, n: int, epochs: int, bf16: bool)
         keras.mixed_precision.set_global_policy(policy)
         set_seed(0)
         built = build_model("frozen", weights)
-        result = train(built, "frozen", data.x_train[train_idx], data.y_train[train_idx],
-                       data.x_train[val_idx], data.y_train[val_idx], epochs=epochs,
-                       batch_size=128, learning_rate=1e-4, cache_features=cached, seed=0)
+        result = train(built, one_phase(5, epochs, 1e-4), data.x_train[train_idx],
+                       data.y_train[train_idx], data.x_train[val_idx], data.y_train[val_idx],
+                       batch_size=128, cache_features=cached, seed=0)
         probs = built.model.predict(data.x_test.astype("float32"), batch_size=256, verbose=0)
         keras.mixed_precision.set_global_policy("float32")
         out[f"{key}_test_accuracy"] = evaluate_predictions(probs, data.y_test)["test_accuracy"]

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from conftest import PROJECT_ROOT
-from vgg_transfer.config import (ConfigError, load_experiments, parse_set, profile_compare,
+from vgg_transfer.config import (STUDIES, ConfigError, load_experiments, parse_set, profile_compare,
                                  profile_studies, resolve, resolve_points, resolve_profile)
 
 SPEC = {
@@ -28,7 +28,7 @@ def test_layers_merge_in_order():
     ({"epochs": -1}, "epochs: Input should be greater than 0"),
     ({"epochs": 0}, "epochs: Input should be greater than 0"),
     ({"epochs": "ten"}, "epochs: Input should be a valid integer"),
-    ({"regime": "thawed"}, "regime: Input should be 'scratch', 'frozen', 'finetune', 'partial'"),
+    ({"regime": "thawed"}, "regime: unknown regime 'thawed' \\(allowed: scratch, frozen, finetune"),
     ({"head": "dense"}, "head: Input should be 'flatten' or 'gap'"),
     ({"weights": "imagenet21k"}, "weights: must be one of imagenet, hed-bsds500, none"),
     ({"data_dir": "/no/such/folder"}, "data_dir: folder not found"),
@@ -70,10 +70,13 @@ def test_parse_set_reads_scalars():
 def test_project_file_resolves_every_profile(tiny_cifar):
     spec = load_experiments()
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
-    for profile in ("smoke", "quick", "seed"):
+    for profile, names in (("smoke", ["scratch", "frozen", "finetune"]),
+                           ("quick", ["scratch", "frozen", "finetune", "partial"]),
+                           ("seed", ["scratch", "frozen", "finetune"])):
         points = resolve_profile(spec, profile, env=env)
-        assert [p.cfg.regime for p in points] == ["scratch", "frozen", "finetune"]
-        assert [p.name for p in points] == ["scratch", "frozen", "finetune"]  # no grid
+        assert [p.cfg.regime for p in points] == names
+        assert [p.name for p in points] == names  # no grid
+        assert all(p.cfg.save_model for p in points)  # runs outside grids keep their model
     extended = resolve_profile(spec, "extended", env=env)
     assert {p.cfg.regime for p in extended} == {"scratch", "frozen", "finetune", "partial",
                                                 "two_phase", "scratch_bn", "mlp"}
@@ -81,12 +84,12 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     for profile in ("smoke_study", "study", "study_gpu"):
         points = resolve_profile(spec, profile, env=env)
         seeds = {}
-        for p in points:  # every setting runs at several seeds
-            seeds.setdefault(p.name.rsplit("-s", 1)[0], set()).add(p.cfg.seed)
+        for p in points:  # every setting of a compared experiment runs at several seeds
+            if p.experiment != "depth":  # one seed: no test compares its points
+                seeds.setdefault(p.name.rsplit("-s", 1)[0], set()).add(p.cfg.seed)
+        assert not any(p.cfg.save_model for p in points)  # grid points keep no model
         assert min(len(s) for s in seeds.values()) >= 2
-        assert set(profile_studies(spec, profile)) == {
-            "protocol", "data_efficiency", "seeds", "resolution", "calibration", "gradcam",
-            "claims"}
+        assert set(profile_studies(spec, profile)) == set(STUDIES)
         assert profile_compare(spec, profile) == ["scratch", "frozen", "finetune"]
     study = resolve_profile(spec, "study", env=env)
     sizes = {p.cfg.train_size for p in study if p.experiment == "scratch_bn"}
@@ -182,8 +185,8 @@ def test_studies_and_compare_are_checked():
 
 
 def test_run_key_covers_every_module_a_run_imports():
-    """A run's key hashes only the modules that compute it; if the run path imported a module
-    left out of sweep.RUN_MODULES, a change to it would silently reuse stale runs."""
+    """Every module the run path imports is either in a run's key (sweep.RUN_MODULES) or
+    left out for a stated reason (sweep.NOT_KEYED); a new module must be placed in one."""
     probe = ("import sys; import vgg_transfer.sweep, vgg_transfer.experiment; "
              "print(sorted(m.split('.')[1] for m in sys.modules "
              "if m.startswith('vgg_transfer.')))")
@@ -193,8 +196,9 @@ def test_run_key_covers_every_module_a_run_imports():
     imported = set(eval(result.stdout.strip().splitlines()[-1]))
     from vgg_transfer import sweep
 
-    assert imported <= set(sweep.RUN_MODULES), imported - set(sweep.RUN_MODULES)
-    package = PROJECT_ROOT / "src" / "vgg_transfer"
-    assert all((package / f"{name}.py").is_file() for name in sweep.RUN_MODULES)
+    placed = set(sweep.RUN_MODULES) | set(sweep.NOT_KEYED)
+    assert imported <= placed, imported - placed
+    assert not set(sweep.RUN_MODULES) & set(sweep.NOT_KEYED)
+    assert all((sweep.PACKAGE / f"{name}.py").is_file() for name in placed)
     # the pages' code is in the site's hash but not in a run's
     assert sweep.code_hash() != sweep.code_hash(modules=None)

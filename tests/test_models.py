@@ -7,7 +7,8 @@ import pytest
 
 from vgg_transfer.explain import fixed_examples, gradcam, gradcam_layer
 from vgg_transfer.models import build_model, param_counts, stem, top
-from vgg_transfer.training import FeatureCache, predict, set_seed, stalled, train
+from vgg_transfer.training import (FeatureCache, PhaseBudget, one_phase, predict, set_seed,
+                                   stalled, train)
 from vgg_transfer.weights import WeightsError, build_base, hed_weights_path
 
 BASE_PARAMS = 14_714_688     # VGG16 convolutional base (13 conv layers)
@@ -37,7 +38,7 @@ def test_frozen_base_is_bit_identical_after_fit(cache_features):
     before = [w.copy() for w in built.base.get_weights()]
     head_before = [w.copy() for w in built.head.get_weights()]
     x, y = _tiny_data()
-    train(built, "frozen", x, y, x[:8], y[:8], epochs=1, batch_size=16, learning_rate=1e-3,
+    train(built, one_phase(5, 1, 1e-3), x, y, x[:8], y[:8], batch_size=16,
           cache_features=cache_features)
     assert all(np.array_equal(a, b) for a, b in zip(before, built.base.get_weights()))
     assert not all(np.array_equal(a, b) for a, b in zip(head_before, built.head.get_weights()))
@@ -50,8 +51,7 @@ def test_regimes_do_not_share_weights():
     assert not ids & {id(v) for v in finetune.model.weights}
     before = [w.copy() for w in frozen.base.get_weights()]
     x, y = _tiny_data(16)
-    train(finetune, "finetune", x, y, x[:8], y[:8], epochs=1, batch_size=16,
-          learning_rate=1e-3)
+    train(finetune, one_phase(0, 1, 1e-3), x, y, x[:8], y[:8], batch_size=16)
     assert all(np.array_equal(a, b) for a, b in zip(before, frozen.base.get_weights()))
     assert not np.array_equal(finetune.base.get_weights()[0], before[0])
 
@@ -119,16 +119,13 @@ def test_gap_head_and_augmentation():
 
 
 def test_two_phase_freezes_then_unfreezes_from_a_block():
-    from vgg_transfer.training import train_two_phase
-
     set_seed(0)
     built = build_model("two_phase", "none")
     assert param_counts(built.model)["trainable"] == HEAD_PARAMS  # phase 1: head only
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in built.base.layers}
     x, y = _tiny_data()
-    result = train_two_phase(built, x, y, x[:8], y[:8], epochs=1, head_epochs=2, batch_size=16,
-                             learning_rate=1e-3, finetune_learning_rate=1e-5, unfreeze_from=5,
-                             patience=2, seed=0)
+    phases = [PhaseBudget(5, 2, 1e-3, patience=2), PhaseBudget(4, 1, 1e-5)]
+    result = train(built, phases, x, y, x[:8], y[:8], batch_size=16, seed=0)
     assert result.history["phase"] == [1, 1, 2]
     assert param_counts(built.model)["trainable"] == BLOCK5 + HEAD_PARAMS
     assert "on cached outputs of blocks 1-4" in result.notes[0]
@@ -146,8 +143,8 @@ def test_nan_loss_stops_training_with_a_clear_message():
     kernel = built.head.get_layer("predictions").kernel
     kernel.assign(np.full(kernel.shape, np.nan, "float32"))
     with pytest.raises(FloatingPointError, match=r"training diverged: \w+ became nan in epoch 1"):
-        train(built, "frozen", x, y, x[:8], y[:8], epochs=3, batch_size=16,
-              learning_rate=1e-3, cache_features=False)
+        train(built, one_phase(5, 3, 1e-3), x, y, x[:8], y[:8], batch_size=16,
+              cache_features=False)
 
 
 @pytest.mark.parametrize("regime, blocks", [("frozen", 5), ("partial", 4)])
@@ -174,8 +171,8 @@ def test_partial_trains_block5_on_cached_features_like_on_the_fly(tmp_path):
         built = build_model("partial", "hed-bsds500")
         before = [w.copy() for w in built.base.get_layer("block4_conv3").get_weights()]
         cache = FeatureCache(tmp_path, {"test": 1}, {"train": np.arange(32), "val": np.arange(8)})
-        result = train(built, "partial", x, y, x[:8], y[:8], epochs=2, batch_size=16,
-                       learning_rate=1e-4, cache_features=cache_features, cache=cache, seed=0)
+        result = train(built, one_phase(4, 2, 1e-4), x, y, x[:8], y[:8], batch_size=16,
+                       cache_features=cache_features, cache=cache, seed=0)
         assert result.cached == cache_features
         assert all(np.array_equal(a, b) for a, b in
                    zip(before, built.base.get_layer("block4_conv3").get_weights()))

@@ -1,16 +1,7 @@
-"""Run folders: atomic writes, provenance, and reading runs back without TensorFlow.
+"""Writing run files atomically, and gathering provenance (versions, hardware, git).
 
-A run folder is self-describing:
-
-    config.json       the resolved, validated configuration
-    metrics.json      test metrics, validation summary, parameter counts (deterministic:
-                      the same seed on the same machine gives the same file)
-    timings.json      wall time of each part, images per second
-    history.csv       per-epoch training and validation loss and accuracy
-    predictions.csv   per test image: true, predicted, confidence, probabilities
-    gradcam.npz       Grad-CAM heatmaps of the predicted class for a few test images
-    provenance.json   data (folder, counts, hashes), weights (source, hash), packages,
-                      hardware, git commit, wall time, peak memory
+What a run folder holds, and how it is read back, is the run record's business
+(`vgg_transfer.record`).
 """
 
 from __future__ import annotations
@@ -38,6 +29,7 @@ def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 is for secrets, not results
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -45,6 +37,12 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data) -> None:
@@ -121,17 +119,3 @@ def git_state(root: Path = PROJECT_ROOT) -> dict:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def load_run(run_dir: Path) -> dict:
-    """Everything a page needs from one finished run folder."""
-    run_dir = Path(run_dir)
-    return {
-        "dir": run_dir,
-        "config": read_json(run_dir / "config.json"),
-        "metrics": read_json(run_dir / "metrics.json"),
-        "timings": read_json(run_dir / "timings.json"),
-        "provenance": read_json(run_dir / "provenance.json"),
-        "history": pd.read_csv(run_dir / "history.csv"),
-        "predictions": pd.read_csv(run_dir / "predictions.csv"),
-    }

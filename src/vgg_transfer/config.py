@@ -23,13 +23,15 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vgg_transfer import regimes
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPERIMENTS = PROJECT_ROOT / "experiments.yaml"
 
-REGIMES = ("scratch", "frozen", "finetune", "partial", "scratch_bn", "two_phase", "mlp")
-RANDOM_REGIMES = ("scratch", "scratch_bn", "mlp")  # start from random weights
-STUDIES = ("protocol", "data_efficiency", "seeds", "resolution", "calibration", "gradcam",
-           "claims")
+# The studies the pages can compute, one page each (notebooks/study_<name>.ipynb); a profile's
+# `studies` picks among them, in the order its Studies part shows them.
+STUDIES = ("protocol", "data_efficiency", "seeds", "depth", "resolution", "calibration",
+           "gradcam", "claims")
 WEIGHT_NAMES = ("imagenet", "hed-bsds500", "none")
 ENV_VARS = {"CIFAR10_DIR": "data_dir", "WEIGHTS": "weights"}
 
@@ -44,8 +46,7 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # run name (experiment + grid labels) = folder
-    regime: Literal["scratch", "frozen", "finetune", "partial", "scratch_bn", "two_phase",
-                    "mlp"]            # which layers train, see models.py
+    regime: str                        # which layers train and when: see regimes.py
     weights: str = "imagenet"          # imagenet | hed-bsds500 | none | path to a .weights.h5
     data_dir: Optional[str] = None     # cifar-10-batches-py folder; None = Keras download
     image_size: int = Field(32, ge=32, le=224)  # input side in pixels; >32 upsamples in-model
@@ -70,6 +71,19 @@ class ExperimentConfig(BaseModel):
     # epoch. A run killed mid-training resumes from its last checkpoint.
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     # mixed_bfloat16 speeds up CPUs with bf16 support; mixed_float16 is for GPUs only
+    save_model: Optional[bool] = None  # write model.keras; None: yes, except for grid points
+    # Early stopping for every phase without a rule of its own: stop once `monitor` on the
+    # validation split has not improved for this many epochs, then restore the best epoch's
+    # weights. None: every phase runs its whole budget.
+    early_stopping: Optional[int] = Field(None, gt=0)
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+
+    @field_validator("regime")
+    @classmethod
+    def _known_regime(cls, value: str) -> str:
+        if value not in regimes.REGISTRY:
+            raise ValueError(f"unknown regime {value!r} (allowed: {', '.join(regimes.REGISTRY)})")
+        return value
 
     @field_validator("weights")
     @classmethod
@@ -88,7 +102,7 @@ class ExperimentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _scratch_is_random(self) -> "ExperimentConfig":
-        if self.regime in RANDOM_REGIMES and self.weights != "none":
+        if not regimes.get(self.regime).pretrained and self.weights != "none":
             raise ValueError(f"weights: the {self.regime} regime starts from random weights; "
                              f"set weights: none (got {self.weights!r})")
         return self
@@ -111,7 +125,7 @@ def _format_error(err: ValidationError, where: str) -> str:
     return f"{where}: {key}: {message}"
 
 
-def validate(values: dict[str, Any], where: str = "config") -> ExperimentConfig:
+def make_config(values: dict[str, Any], where: str = "config") -> ExperimentConfig:
     """Build an `ExperimentConfig`, turning validation errors into one-line `ConfigError`s."""
     try:
         return ExperimentConfig(**values)
@@ -119,17 +133,20 @@ def validate(values: dict[str, Any], where: str = "config") -> ExperimentConfig:
         raise ConfigError(_format_error(err, where)) from None
 
 
+SECTIONS = ("defaults", "experiments", "profiles", "book")
+
+
 def load_experiments(path: str | Path | None = None) -> dict:
-    """Read and shape-check the experiments file (defaults, experiments, profiles)."""
+    """Read and shape-check the experiments file (defaults, experiments, profiles, book)."""
     path = Path(path or DEFAULT_EXPERIMENTS)
     if not path.is_file():
         raise ConfigError(f"experiments file not found: {path}")
     spec = yaml.safe_load(path.read_text()) or {}
-    unknown = set(spec) - {"defaults", "experiments", "profiles"}
+    unknown = set(spec) - set(SECTIONS)
     if unknown:
         raise ConfigError(f"{path.name}: unknown top-level key {sorted(unknown)[0]!r} "
-                          "(allowed: defaults, experiments, profiles)")
-    for section in ("defaults", "experiments", "profiles"):
+                          f"(allowed: {', '.join(SECTIONS)})")
+    for section in SECTIONS:
         if not isinstance(spec.get(section) or {}, dict):
             raise ConfigError(f"{path.name}: {section} must be a mapping")
     return spec
@@ -203,7 +220,7 @@ def resolve(spec: dict, name: str, profile: str, overrides: dict | None = None,
         env: environment variables to read (defaults to `os.environ`).
     """
     values, _ = _layers(spec, name, profile, env)
-    return validate({**values, **(overrides or {}), "name": name},
+    return make_config({**values, **(overrides or {}), "name": name},
                     where=f"experiment {name!r} (profile {profile})")
 
 
@@ -278,13 +295,15 @@ def resolve_points(spec: dict, name: str, profile: str, overrides: dict | None =
     overrides = overrides or {}
     values, grid = _layers(spec, name, profile, env)
     where = f"experiment {name!r} (profile {profile})"
-    base = validate({**values, **overrides, "name": name}, where=where)
+    base = make_config({**values, **overrides, "name": name}, where=where)
     points = []
     for combo in itertools.product(*_grid_options(grid, overrides, where)):
         axes = {k: v for option in combo for k, v in option.items()}
         label = point_name(name, axes)
-        cfg = validate({**values, **axes, **overrides, "name": label},
-                       where=f"{where}, point {label}")
+        saving = {} if values.get("save_model") is not None or "save_model" in overrides \
+            else {"save_model": not axes}  # a grid's points do not keep their models
+        cfg = make_config({**values, **axes, **saving, **overrides, "name": label},
+                          where=f"{where}, point {label}")
         reference = all(getattr(cfg, k) == getattr(base, k) for k in axes if k != "seed")
         points.append(Point(cfg, name, axes, reference))
     names = [p.name for p in points]
@@ -340,6 +359,46 @@ def profile_studies(spec: dict, profile: str) -> dict[str, list[str]]:
                               f"is not in the profile (allowed: {', '.join(names)})")
         out[study] = list(experiments or names)
     return out
+
+
+BOOK_GROUPS = ("experiments", "studies")  # stand for the profile's experiment / study pages
+
+
+def _book_part(part, where: str) -> dict:
+    if not isinstance(part, dict) or set(part) != {"caption", "pages"}:
+        raise ConfigError(f"{where}: a part is a mapping with `caption` and `pages`")
+    pages = part["pages"]
+    if not (pages in BOOK_GROUPS or isinstance(pages, list)
+            and all(isinstance(page, str) and page for page in pages)):
+        raise ConfigError(f"{where} ({part['caption']}): pages: a list of page names, or "
+                          f"one of {', '.join(BOOK_GROUPS)}")
+    return {"caption": str(part["caption"]), "pages": pages}
+
+
+def book_pages(spec: dict) -> dict:
+    """The book's declaration: its landing page, then its parts and their pages, in order.
+
+    A page is a notebook of notebooks/ (`comparison`), executed into the book, or a markdown
+    file of book/ (`method.md`); a part's `pages` may instead be `experiments` (one page per
+    experiment of the profile) or `studies` (the profile's Studies pages). The runner and the
+    generated `_toc.yml` both read this. An experiments file without a `book` builds the
+    project's book (the one declared in experiments.yaml).
+    """
+    book = spec.get("book")
+    if book is None:
+        book = load_experiments(DEFAULT_EXPERIMENTS).get("book")
+    if not isinstance(book, dict) or set(book) != {"root", "parts"}:
+        raise ConfigError("book: a mapping with `root` (the landing page) and `parts`")
+    if not isinstance(book["parts"], list):
+        raise ConfigError("book.parts: a list of parts")
+    parts = [_book_part(part, f"book.parts[{i}]") for i, part in enumerate(book["parts"])]
+    named = [str(book["root"])] + [page for part in parts if isinstance(part["pages"], list)
+                                   for page in part["pages"]]
+    groups = [part["pages"] for part in parts if isinstance(part["pages"], str)]
+    twice = sorted({page for page in named + groups if (named + groups).count(page) > 1})
+    if twice:
+        raise ConfigError(f"book: page {twice[0]!r} is declared twice")
+    return {"root": str(book["root"]), "parts": parts}
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

@@ -1,10 +1,17 @@
-"""One run, start to finish: data -> fresh model -> training -> test -> Grad-CAM -> run folder."""
+"""One run, start to finish, in small steps:
+
+    load_split -> build -> fit -> evaluate -> explain -> make_record -> RunRecord.write
+
+The test set is read once, after training, by `evaluate`; the validation split is carved
+from the training set by `load_split`.
+"""
 
 from __future__ import annotations
 
 import gc
 import hashlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,30 +19,48 @@ import pandas as pd
 
 from vgg_transfer import artifacts, models
 from vgg_transfer.config import ExperimentConfig
-from vgg_transfer.data import load_cifar10, split_indices
+from vgg_transfer.data import CIFAR10, load_cifar10, split_indices
 from vgg_transfer.evaluation import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
 from vgg_transfer.explain import fixed_examples, gradcam
-from vgg_transfer.models import build_model, param_counts
-from vgg_transfer.training import (Checkpoint, FeatureCache, predict, set_seed, train,
-                                   train_two_phase)
+from vgg_transfer.models import Built, build_model, param_counts
+from vgg_transfer.record import MODEL_FILE, SCHEMA_VERSION, Metrics, Params, Provenance, RunRecord, Timings
+from vgg_transfer.training import (Checkpoint, FeatureCache, TrainResult, plan, predict,
+                                   set_seed, train)
 
 
-def feature_cache(cfg: ExperimentConfig, source: dict, weights: dict, indices: dict,
-                  folder: Path) -> FeatureCache:
-    """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
-    weights (their hash; random weights by seed), input size and preprocessing, the data
-    files, the Keras version and the model code."""
-    import keras
+@dataclass
+class Split:
+    """The data of one run: CIFAR-10 and which training images train and validate."""
 
-    key = {
-        "weights": weights.get("sha256") or f"{weights['name']}-seed{cfg.seed}",
-        "image_size": cfg.image_size,
-        "preprocess": "keras.applications.vgg16.preprocess_input",
-        "data": source.get("sha256") or source.get("kind"),
-        "keras": keras.__version__,
-        "features_code": hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest(),
-    }
-    return FeatureCache(folder, key, indices)
+    data: CIFAR10
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+    @property
+    def fit_arrays(self) -> tuple[np.ndarray, ...]:
+        """(x_train, y_train, x_val, y_val)"""
+        d = self.data
+        return (d.x_train[self.train_idx], d.y_train[self.train_idx],
+                d.x_train[self.val_idx], d.y_train[self.val_idx])
+
+
+@dataclass
+class Placement:
+    """Where a run sits in its experiment's grid (see `config.Point`)."""
+
+    experiment: str
+    axes: dict = field(default_factory=dict)
+    reference: bool = True
+
+
+def load_split(cfg: ExperimentConfig, timings: dict) -> Split:
+    start = time.perf_counter()
+    data = load_cifar10(cfg.data_dir)
+    train_idx, val_idx = split_indices(data.y_train, cfg.val_size, cfg.train_size, cfg.seed)
+    timings["data_seconds"] = time.perf_counter() - start
+    print(f"[{cfg.name}] data: {len(train_idx)} train / {len(val_idx)} validation / "
+          f"{len(data.y_test)} test images", flush=True)
+    return Split(data, train_idx, val_idx)
 
 
 def set_precision(policy: str) -> None:
@@ -51,133 +76,56 @@ def set_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
-def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = None,
-        axes: dict | None = None, reference: bool = True) -> dict:
-    """Train and evaluate one configuration and write its run folder.
-
-    The test set is used once, after training, for the final evaluation; the validation
-    split is carved from the training set.
-
-    Args:
-        experiment, axes, reference: where the run sits in its experiment's grid (see
-            `config.Point`); recorded in metrics.json so pages can group runs.
-
-    Returns:
-        The metrics dict written to metrics.json.
-    """
-    import keras
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keras.backend.clear_session()  # a sweep runs many models in one process
-    gc.collect()
-    wall_start = time.perf_counter()
-    timings = {}
-    print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}", flush=True)
-
-    start = time.perf_counter()
-    data = load_cifar10(cfg.data_dir)
-    train_idx, val_idx = split_indices(data.y_train, cfg.val_size, cfg.train_size, cfg.seed)
-    timings["data_seconds"] = time.perf_counter() - start
-    print(f"[{cfg.name}] data: {len(train_idx)} train / {len(val_idx)} validation / "
-          f"{len(data.y_test)} test images", flush=True)
-
+def build(cfg: ExperimentConfig, timings: dict) -> Built:
+    """A fresh, seeded model for the run's regime."""
     set_precision(cfg.precision)
     set_seed(cfg.seed)
     start = time.perf_counter()
     built = build_model(cfg.regime, cfg.weights, cfg.image_size, cfg.head, cfg.augment)
     timings["build_seconds"] = time.perf_counter() - start
+    return built
 
-    use_cache = cfg.cache_features and not cfg.augment
-    cache = feature_cache(cfg, data.source, built.weights,
-                          {"train": train_idx, "val": val_idx,
-                           "test": np.arange(len(data.y_test))},
-                          run_dir.parent / ".feature-cache")
-    splits = (data.x_train[train_idx], data.y_train[train_idx],
-              data.x_train[val_idx], data.y_train[val_idx])
-    common = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-                  cache_features=use_cache, cache=cache, seed=cfg.seed,
-                  checkpoint=Checkpoint(run_dir / "checkpoint.npz", cfg.checkpoint_seconds))
-    if cfg.regime == "two_phase":
-        result = train_two_phase(built, *splits, head_epochs=cfg.head_epochs,
-                                 finetune_learning_rate=cfg.finetune_learning_rate,
-                                 unfreeze_from=cfg.unfreeze_from, patience=cfg.patience,
-                                 **common)
-    else:
-        result = train(built, cfg.regime, *splits, **common)
-    params = param_counts(built.model)  # after training: two_phase unfreezes on the way
-    timings.update(train_seconds=result.train_seconds, feature_seconds=result.feature_seconds,
-                   feature_images=result.feature_images, epoch_seconds=result.epoch_seconds)
 
+def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
+                  folder: Path) -> FeatureCache:
+    """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
+    weights (their hash; random weights by seed), input size and preprocessing, the data
+    files, the Keras version and the model code."""
+    import keras
+
+    source = split.data.source
+    key = {
+        "weights": weights.get("sha256") or f"{weights['name']}-seed{cfg.seed}",
+        "image_size": cfg.image_size,
+        "preprocess": "keras.applications.vgg16.preprocess_input",
+        "data": source.get("sha256") or source.get("kind"),
+        "keras": keras.__version__,
+        "features_code": hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest(),
+    }
+    indices = {"train": split.train_idx, "val": split.val_idx,
+               "test": np.arange(len(split.data.y_test))}
+    return FeatureCache(folder, key, indices)
+
+
+def fit(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
+        run_dir: Path) -> TrainResult:
+    """Train every phase of the regime on the training split."""
+    return train(built, plan(cfg.regime, cfg), *split.fit_arrays, batch_size=cfg.batch_size,
+                 cache_features=cfg.cache_features, cache=cache, seed=cfg.seed,
+                 checkpoint=Checkpoint(run_dir / "checkpoint.npz", cfg.checkpoint_seconds))
+
+
+def evaluate(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
+             timings: dict) -> np.ndarray:
+    """Class probabilities for the test images: the only time a run reads them."""
     start = time.perf_counter()
-    probs = predict(built, data.x_test, cfg.batch_size, cache if use_cache else None)
+    probs = predict(built, split.data.x_test, cfg.batch_size,
+                    cache if cfg.cache_features else None)
     timings["test_seconds"] = time.perf_counter() - start
-    start = time.perf_counter()
-    cams = explain_run(built, data.x_test, data.y_test, probs, cfg.seed)
-    timings["gradcam_seconds"] = time.perf_counter() - start
-    timings["wall_seconds"] = time.perf_counter() - wall_start
-    n_train = len(train_idx)
-    timings["train_images_per_second"] = (
-        n_train * len(result.history["loss"]) / result.train_seconds
-        if not result.cached else None)
-    # measured when the features were first computed, by this run or an earlier one
-    timings["feature_images_per_second"] = (
-        float(result.feature_rate) if result.feature_rate and np.isfinite(result.feature_rate)
-        else None)
-    timings["test_images_per_second"] = len(data.y_test) / timings["test_seconds"]
-
-    history = pd.DataFrame(result.history)
-    history.insert(0, "epoch", np.arange(1, len(history) + 1))
-    best = int(history["val_accuracy"].idxmax())
-    metrics = {
-        "status": "ok",
-        "name": cfg.name,
-        "experiment": experiment or cfg.name,
-        "axes": axes or {},
-        "reference": reference,
-        "regime": cfg.regime,
-        "weights": cfg.weights,
-        "weights_label": cfg.describe_weights(),
-        **evaluate_predictions(probs, data.y_test),
-        "train_n": n_train,
-        "val_n": int(len(val_idx)),
-        "epochs": len(history),
-        "final_train_accuracy": float(history["accuracy"].iloc[-1]),
-        "final_val_accuracy": float(history["val_accuracy"].iloc[-1]),
-        "best_val_accuracy": float(history["val_accuracy"].iloc[best]),
-        "best_val_epoch": best + 1,
-        "params": params,
-        "cached_features": result.cached,
-        "notes": result.notes,
-    }
-    provenance = {
-        "data": data.source,
-        "split": {"train_n": n_train, "val_n": int(len(val_idx)), "seed": cfg.seed,
-                  "train_per_class": np.bincount(data.y_train[train_idx], minlength=10).tolist()},
-        "weights": built.weights,
-        "packages": artifacts.package_versions(),
-        "hardware": artifacts.hardware(),
-        "git": artifacts.git_state(),
-        "wall_seconds": timings["wall_seconds"],
-        "peak_rss_mb": artifacts.peak_rss_mb(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    artifacts.write_json(run_dir / "config.json", cfg.model_dump())
-    artifacts.write_csv(run_dir / "history.csv", history)
-    artifacts.write_csv(run_dir / "predictions.csv", predictions_frame(probs, data.y_test))
-    if cams is not None:
-        artifacts.write_npz(run_dir / "gradcam.npz", **cams)
-    artifacts.write_json(run_dir / "provenance.json", provenance)
-    artifacts.write_json(run_dir / "timings.json", timings)
-    artifacts.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks success
-    print(f"[{cfg.name}] test accuracy {metrics['test_accuracy']:.4f} on "
-          f"{metrics['test_n']} images (95% CI {metrics['test_accuracy_ci95'][0]:.3f}–"
-          f"{metrics['test_accuracy_ci95'][1]:.3f}); wall {timings['wall_seconds']:.1f} s, "
-          f"peak memory {provenance['peak_rss_mb']:,.0f} MB", flush=True)
-    return metrics
+    return probs
 
 
-def explain_run(built, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+def explain_run(built: Built, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
                 seed: int) -> dict | None:
     """Grad-CAM of the model's predicted class for two sets of test images: one per class
     (the same for every run) and the run's sample predictions (8 right, 8 wrong)."""
@@ -192,3 +140,110 @@ def explain_run(built, images: np.ndarray, labels: np.ndarray, probs: np.ndarray
             "side": np.array(cams["side"]),
             "set": np.array(["fixed"] * (len(indices) - len(right) - len(wrong))
                             + ["right"] * len(right) + ["wrong"] * len(wrong))}
+
+
+def _timings(cfg: ExperimentConfig, split: Split, result: TrainResult, timings: dict) -> Timings:
+    """The parts' seconds and the throughputs, in the order timings.json keeps them."""
+    rate = result.feature_rate  # measured when the features were first computed
+    return Timings(
+        data_seconds=timings["data_seconds"], build_seconds=timings["build_seconds"],
+        train_seconds=result.train_seconds, feature_seconds=result.feature_seconds,
+        feature_images=result.feature_images, epoch_seconds=result.epoch_seconds,
+        test_seconds=timings["test_seconds"], gradcam_seconds=timings["gradcam_seconds"],
+        wall_seconds=timings["wall_seconds"],
+        train_images_per_second=(len(split.train_idx) * len(result.history["loss"])
+                                 / result.train_seconds if not result.cached else None),
+        feature_images_per_second=float(rate) if rate and np.isfinite(rate) else None,
+        test_images_per_second=len(split.data.y_test) / timings["test_seconds"])
+
+
+def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built,
+             result: TrainResult, history: pd.DataFrame, probs: np.ndarray) -> Metrics:
+    best = int(history["val_accuracy"].idxmax())
+    return Metrics(
+        schema_version=SCHEMA_VERSION, status="ok", name=cfg.name, experiment=place.experiment,
+        axes=place.axes, reference=place.reference, regime=cfg.regime, weights=cfg.weights,
+        weights_label=cfg.describe_weights(), **evaluate_predictions(probs, split.data.y_test),
+        train_n=len(split.train_idx), val_n=int(len(split.val_idx)), epochs=len(history),
+        final_train_accuracy=float(history["accuracy"].iloc[-1]),
+        final_val_accuracy=float(history["val_accuracy"].iloc[-1]),
+        best_val_accuracy=float(history["val_accuracy"].iloc[best]), best_val_epoch=best + 1,
+        params=Params(**param_counts(built.model)),  # after training: phases unfreeze
+        cached_features=result.cached, notes=result.notes, **spent(result, len(split.train_idx),
+                                                                   cfg.batch_size))
+
+
+def spent(result: TrainResult, train_n: int, batch_size: int) -> dict:
+    """The training budget a run used: optimizer steps and images seen, per phase too."""
+    per_epoch = -(-train_n // batch_size)  # the last batch may be short
+    epochs = sum(p["epochs_run"] for p in result.phases)
+    return {"steps": epochs * per_epoch, "images_seen": epochs * train_n,
+            "phases": result.phases}
+
+
+def _provenance(cfg: ExperimentConfig, split: Split, built: Built, wall: float) -> Provenance:
+    y_train = split.data.y_train[split.train_idx]
+    return Provenance(
+        data=split.data.source,
+        split={"train_n": len(split.train_idx), "val_n": int(len(split.val_idx)),
+               "seed": cfg.seed, "train_per_class": np.bincount(y_train, minlength=10).tolist()},
+        weights=built.weights, packages=artifacts.package_versions(),
+        hardware=artifacts.hardware(), git=artifacts.git_state(), wall_seconds=wall,
+        peak_rss_mb=artifacts.peak_rss_mb(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def make_record(cfg: ExperimentConfig, place: Placement, split: Split, built: Built,
+                result: TrainResult, probs: np.ndarray, cams: dict | None,
+                timings: dict) -> RunRecord:
+    """Everything the run measured, as one typed record."""
+    history = pd.DataFrame(result.history)
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    return RunRecord(cfg, _metrics(cfg, place, split, built, result, history, probs),
+                     _timings(cfg, split, result, timings),
+                     _provenance(cfg, split, built, timings["wall_seconds"]), history,
+                     predictions_frame(probs, split.data.y_test), cams)
+
+
+def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = None,
+        axes: dict | None = None, reference: bool = True) -> Metrics:
+    """Train and evaluate one configuration and write its run folder.
+
+    Args:
+        experiment, axes, reference: where the run sits in its experiment's grid (see
+            `config.Point`); recorded in metrics.json so pages can group runs.
+
+    Returns:
+        The metrics written to metrics.json.
+    """
+    import keras
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.backend.clear_session()  # a sweep runs many models in one process
+    gc.collect()
+    wall_start, timings = time.perf_counter(), {}
+    print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}", flush=True)
+    split = load_split(cfg, timings)
+    built = build(cfg, timings)
+    cache = feature_cache(cfg, split, built.weights, run_dir.parent / ".feature-cache")
+    result = fit(cfg, built, split, cache, run_dir)
+    probs = evaluate(cfg, built, split, cache, timings)
+    start = time.perf_counter()
+    cams = explain_run(built, split.data.x_test, split.data.y_test, probs, cfg.seed)
+    timings["gradcam_seconds"] = time.perf_counter() - start
+    timings["wall_seconds"] = time.perf_counter() - wall_start
+    record = make_record(cfg, Placement(experiment or cfg.name, axes or {}, reference), split,
+                         built, result, probs, cams, timings)
+    if cfg.save_model:
+        built.model.save(run_dir / MODEL_FILE)
+    record.write(run_dir)
+    _report(record)
+    return record.metrics
+
+
+def _report(record: RunRecord) -> None:
+    m = record.metrics
+    low, high = m.test_accuracy_ci95
+    print(f"[{m.name}] test accuracy {m.test_accuracy:.4f} on {m.test_n} images (95% CI "
+          f"{low:.3f}–{high:.3f}); wall {record.timings.wall_seconds:.1f} s, peak memory "
+          f"{record.provenance.peak_rss_mb:,.0f} MB", flush=True)

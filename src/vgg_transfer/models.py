@@ -1,20 +1,11 @@
-"""VGG16 base + the study's head, in three regimes.
+"""VGG16 base + the study's head, built fresh for each run.
 
 Every regime gets the same input pipeline inside the model (optional upsampling, then
-`keras.applications.vgg16.preprocess_input`), the same VGG16 convolutional base and the same
-head: Flatten -> Dense 256 ReLU -> Dropout 0.5 -> Dense 10 softmax.
-
-- scratch:    random init, everything trains.
-- frozen:     pretrained base, `trainable = False` and called with `training=False`; the head trains.
-- finetune:   pretrained base, everything trains.
-- partial:    pretrained base with blocks 1-4 frozen; block 5 and the head train (what the
-              original notebook's "frozen" model actually was).
-- scratch_bn: the VGG16 layout with batch normalisation after every convolution, random init;
-              the fair from-scratch baseline (best with `augment`).
-- two_phase:  built like frozen; `training.train_two_phase` trains the head, then unfreezes the
-              base (recompiling) and fine-tunes at a low learning rate.
-- mlp:        no convolutional base: the head on the preprocessed pixels. A reconstruction of
-              the kind of model the original notebook trained as "scratch".
+`keras.applications.vgg16.preprocess_input`), the same convolutional base and the same
+head: Flatten -> Dense 256 ReLU -> Dropout 0.5 -> Dense 10 softmax. Which base a regime uses
+("vgg16" with the configured weights, "vgg16_bn" with batch norm, or "none": the head on
+the pixels), and which leading blocks start frozen, is the regime's registry entry
+(`vgg_transfer.regimes`); training freezes and unfreezes blocks phase by phase.
 
 Frozen leading blocks compute the same outputs in every epoch, so the training loop can cache
 them: `stem(built, k)` maps images to the output of block k, `top(built, k)` maps that output
@@ -33,6 +24,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from vgg_transfer import regimes
 from vgg_transfer.data import NUM_CLASSES
 from vgg_transfer.weights import build_base
 
@@ -57,7 +49,12 @@ class Built:
     head: keras.Model        # Flatten -> Dense 256 -> Dropout -> Dense 10
     weights: dict            # provenance of the base's weights
     pipeline: list = field(default_factory=list)  # upsampling and preprocessing layers
-    frozen_blocks: int = 0   # leading base blocks that are frozen (5 = the whole base)
+    augment: bool = False    # random flips and shifts in training (no feature cache then)
+
+    @property
+    def frozen_blocks(self) -> int:
+        """Leading base blocks frozen right now (5: the whole base), read off the layers."""
+        return frozen_prefix(self.base) if self.base is not None else 0
 
 
 def build_head(feature_shape: tuple[int, ...], pooling: str = "flatten") -> keras.Sequential:
@@ -74,10 +71,6 @@ def build_head(feature_shape: tuple[int, ...], pooling: str = "flatten") -> kera
         # float32 softmax whatever the compute precision, as Keras advises for mixed precision
         layers.Dense(NUM_CLASSES, activation="softmax", name="predictions", dtype="float32"),
     ], name="head")
-
-
-REGIMES = ("scratch", "frozen", "finetune", "partial", "scratch_bn", "two_phase", "mlp")
-FROZEN_BLOCKS = {"frozen": 5, "two_phase": 5, "partial": 4}  # at build time; others: 0
 
 
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves the moving statistics far off after a few dozen
@@ -105,49 +98,57 @@ def augmentation() -> keras.Sequential:
                             name="augment")
 
 
+def _pipeline(image_size: int) -> list:
+    """Upsampling (when the base sees more than CIFAR's 32 px) and VGG16's preprocessing."""
+    upsample = [layers.Resizing(image_size, image_size, interpolation="bilinear",
+                                name="upsample")] if image_size != 32 else []
+    return [*upsample, VGGPreprocess(name="vgg_preprocess")]
+
+
+def _base(kind: str, weights: str, image_size: int) -> tuple[keras.Model, dict]:
+    """The convolutional base a regime names in the registry, and its weights' provenance."""
+    shape = (image_size, image_size, 3)
+    if kind == "vgg16_bn":
+        return build_vgg16_bn(shape), {"name": "none", "path": None, "sha256": None,
+                                       "source": "random init (VGG16 layout with batch norm)"}
+    return build_base(weights, shape)
+
+
 def build_model(regime: str, weights: str = "none", image_size: int = 32,
                 head: str = "flatten", augment: bool = False) -> Built:
     """Build a fresh model for one regime (never reuse one across regimes).
 
     Args:
-        regime: one of `REGIMES`.
+        regime: a name in the registry (`regimes.NAMES`); its entry says which base is
+            built and which leading blocks start frozen.
         weights: imagenet | hed-bsds500 | none | a weights file path (ignored by scratch_bn,
             which has its own layout).
         image_size: side of the square input the base sees; CIFAR's 32 px are upsampled to it.
         head: "flatten" (the original head) or "gap" (global average pooling first).
         augment: random flips and translations inside the model, in training only.
     """
-    if regime not in REGIMES:
-        raise ValueError(f"regime: unknown regime {regime!r} (allowed: {', '.join(REGIMES)})")
+    entry = regimes.get(regime)
     inputs = keras.Input(shape=(32, 32, 3), name="image")
     x = augmentation()(inputs) if augment else inputs
-    pipeline = [layers.Resizing(image_size, image_size, interpolation="bilinear",
-                                name="upsample")] if image_size != 32 else []
-    pipeline.append(VGGPreprocess(name="vgg_preprocess"))
+    pipeline = _pipeline(image_size)
     for layer in pipeline:
         x = layer(x)
-    if regime == "mlp":
+    if entry.base == "none":
         head_model = build_head(tuple(x.shape[1:]), pooling=head)
         provenance = {"name": "none", "source": "random init (no convolutional base)",
                       "path": None, "sha256": None}
-        return Built(keras.Model(inputs, head_model(x), name="mlp"), None, head_model,
-                     provenance, pipeline)
-    if regime == "scratch_bn":
-        base = build_vgg16_bn((image_size, image_size, 3))
-        provenance = {"name": "none", "source": "random init (VGG16 layout with batch norm)",
-                      "path": None, "sha256": None}
-    else:
-        base, provenance = build_base(weights, (image_size, image_size, 3))
-    frozen_blocks = FROZEN_BLOCKS.get(regime, 0)
-    if frozen_blocks:
-        freeze_blocks(base, frozen_blocks)
+        return Built(keras.Model(inputs, head_model(x), name=regime), None, head_model,
+                     provenance, pipeline, augment)
+    base, provenance = _base(entry.base, weights, image_size)
+    if entry.frozen_at_build:
+        freeze_blocks(base, entry.frozen_at_build)
         features = base(x, training=False)  # inference mode, whatever fit() asks
     else:
         base.trainable = True
         features = base(x)
     head_model = build_head(tuple(features.shape[1:]), pooling=head)
     model = keras.Model(inputs, head_model(features), name=f"vgg16_{regime}")
-    return Built(model, base, head_model, provenance, pipeline, frozen_blocks)
+    return Built(model, base, head_model, provenance, pipeline, augment)
 
 
 def block_of(layer) -> int:
@@ -163,6 +164,20 @@ def freeze_blocks(base: keras.Model, blocks: int) -> None:
     base.trainable = blocks < 5
     for layer in base.layers:
         layer.trainable = block_of(layer) > blocks
+
+
+def frozen_prefix(base: keras.Model) -> int:
+    """How many leading blocks of a base are frozen (5 when the whole base is)."""
+    if not base.trainable:
+        return 5
+    blocks = 0
+    for block in range(1, 6):
+        members = [layer for layer in base.layers if block_of(layer) == block]
+        if members and all(not layer.trainable for layer in members):
+            blocks = block
+        else:
+            break
+    return blocks
 
 
 def _split(built: Built, blocks: int) -> tuple[list, list]:
@@ -183,6 +198,20 @@ def stem(built: Built, blocks: int) -> keras.Model:
     for layer in built.pipeline + _split(built, blocks)[0]:
         x = layer(x)
     return keras.Model(inputs, x, name=f"stem_{blocks}")
+
+
+def segment(built: Built, start: int, end: int) -> keras.Model:
+    """The output of block `start` -> the output of block `end` (start < end): how a deeper
+    boundary's cached outputs are built from a shallower one's."""
+    if not 0 < start < end <= 5:
+        raise ValueError(f"segment: need 0 < start < end <= 5, got {start}, {end}")
+    shape = stem(built, start).output.shape[1:]
+    inputs = keras.Input(shape=tuple(shape), name=f"block{start}_output")
+    x = inputs
+    for layer in _split(built, start)[1]:
+        if block_of(layer) <= end:
+            x = layer(x)
+    return keras.Model(inputs, x, name=f"blocks_{start + 1}_to_{end}")
 
 
 def top(built: Built, blocks: int) -> keras.Model:

@@ -1,8 +1,7 @@
 """The runs of an experiment: one per point of its grid, each cached, staged and isolated.
 
-A run is skipped when its key (resolved config, data and weights hashes, the code that
-computes a run)
-matches the finished run on disk. Otherwise it runs in a staging folder that replaces the run
+A run is skipped when its key (resolved config, data and weights hashes, the run record's
+schema version, the code that computes a run) matches the finished run on disk. Otherwise it runs in a staging folder that replaces the run
 folder only when the run succeeds, so a failure never destroys a good result; a run killed
 mid-training resumes from its last checkpoint. The experiment template notebook calls
 `run_in_notebook`, which runs every point of one experiment in one process.
@@ -10,6 +9,7 @@ mid-training resumes from its last checkpoint. The experiment template notebook 
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -23,6 +23,7 @@ from vgg_transfer import artifacts
 from vgg_transfer.config import (PROJECT_ROOT, ExperimentConfig, Point, load_experiments,
                                  resolve_points)
 from vgg_transfer.data import TEST_FILE, TRAIN_FILES, sha256_file
+from vgg_transfer.record import SCHEMA_VERSION
 
 TEMPLATE = PROJECT_ROOT / "notebooks" / "experiment.ipynb"
 
@@ -39,27 +40,56 @@ class RunsFailed(RuntimeError):
     """Some runs of an experiment failed; the others finished and were kept."""
 
 
-# The modules whose code computes a run's artifacts (its model, training, predictions,
-# metrics and heatmaps). The modules that only read artifacts and draw pages (plots, report,
-# studies, discussion, runner, cli) are left out, so a change to a page re-renders the pages
-# without retraining anything.
-RUN_MODULES = ("__init__", "artifacts", "config", "data", "evaluation", "experiment",
-               "explain", "models", "sweep", "training", "weights")
+# The modules whose code computes a run's result (its model, training, predictions, metrics
+# and heatmaps). What is left out cannot change a result: the config's code (its resolved
+# values are in the key), the record's code (its SCHEMA_VERSION is), the writers and
+# provenance (artifacts), and everything that runs or draws pages. A test checks that every
+# module a run imports is in one list or the other.
+RUN_MODULES = ("__init__", "data", "evaluation", "experiment", "explain", "features", "models",
+               "regimes", "training", "weights")
+NOT_KEYED = {"config": "its resolved values are in the key",
+             "record": "its SCHEMA_VERSION is in the key",
+             "artifacts": "writes files and gathers provenance; computes nothing",
+             "sweep": "decides which runs to run"}
+CONFIG_NOT_KEYED = ("data_dir", "checkpoint_seconds")  # the data's hashes stand for the folder
+PACKAGE = Path(__file__).resolve().parent  # the installed package, wherever it is
+
+
+class _Quiet(ast.NodeTransformer):
+    """Drops what cannot change a result: docstrings, and the arguments of print() calls."""
+
+    def visit_Call(self, node):
+        if isinstance(node.func, ast.Name) and node.func.id == "print":
+            return ast.Call(func=node.func, args=[], keywords=[])
+        return self.generic_visit(node)
+
+    def generic_visit(self, node):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+        return super().generic_visit(node)
+
+
+def code_fingerprint(source: str) -> str:
+    """The code of a module as it computes: its syntax tree without comments, docstrings,
+    layout or log messages."""
+    return ast.dump(_Quiet().visit(ast.parse(source)))
 
 
 def code_hash(modules: tuple[str, ...] | None = RUN_MODULES) -> str:
     """The code a run's result depends on: a change to it re-runs everything.
 
-    `modules=None` hashes every module of the library and the experiment template: what an
-    executed experiment notebook and the site are made of.
+    `modules=None` hashes every module of the library byte for byte, with the experiment
+    template: what an executed experiment notebook and the site are made of.
     """
-    package = PROJECT_ROOT / "src" / "vgg_transfer"
-    paths = (sorted(package.glob("*.py")) if modules is None
-             else [package / f"{name}.py" for name in sorted(modules)])
+    paths = (sorted(PACKAGE.glob("*.py")) if modules is None
+             else [PACKAGE / f"{name}.py" for name in sorted(modules)])
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(path.name.encode() + path.read_bytes())
-    if modules is None:
+        text = path.read_bytes() if modules is None else code_fingerprint(path.read_text()).encode()
+        digest.update(path.name.encode() + text)
+    if modules is None and TEMPLATE.is_file():
         digest.update(TEMPLATE.read_bytes())
     return digest.hexdigest()
 
@@ -92,8 +122,10 @@ def _inputs_hash(cfg: ExperimentConfig) -> dict:
 
 
 def run_key(cfg: ExperimentConfig, code: str) -> str:
-    """What determines a run's result: config, data, weights and the library code."""
-    payload = {"config": cfg.model_dump(), **_inputs_hash(cfg), "code": code}
+    """What determines a run's result: the resolved config, the data's and weights' hashes
+    (not their paths' spelling), the run record's schema and the code that computes it."""
+    config = {k: v for k, v in cfg.model_dump().items() if k not in CONFIG_NOT_KEYED}
+    payload = {"config": config, **_inputs_hash(cfg), "schema": SCHEMA_VERSION, "code": code}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

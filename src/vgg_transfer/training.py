@@ -8,6 +8,7 @@ the cost.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,8 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vgg_transfer import regimes
 from vgg_transfer.data import NUM_CLASSES
-from vgg_transfer.models import Built, compile_model, freeze_blocks, stem, top
+from vgg_transfer.features import FeatureCache, block_outputs
+from vgg_transfer.models import Built, compile_model, freeze_blocks, top
 
 _determinism_enabled = False
 # Each run builds fresh models, and TensorFlow warns about every retrace that causes; the
@@ -63,22 +66,27 @@ class Checkpoint:
 
     path: Path
     seconds: float = 0.0
+    earlier: list = field(default_factory=list)  # histories of the phases already finished
+
+    def save(self, model: keras.Model, epoch: int, history: dict,
+             plateau: "Plateau | None" = None) -> None:
+        """Model and optimizer state after `epoch` epochs of the current phase, atomically
+        (with the best epoch's weights when early stopping will restore them)."""
+        arrays = {f"m{i}": v.numpy() for i, v in enumerate(model.variables)}
+        arrays.update({f"o{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+        if plateau is not None and plateau.weights is not None:
+            arrays.update({f"b{i}": w for i, w in enumerate(plateau.weights)})
+        tmp = self.path.with_name(f".{self.path.name}.tmp.npz")
+        np.savez(tmp, **arrays, epoch=epoch, history=json.dumps([*self.earlier, history]))
+        os.replace(tmp, self.path)
 
 
-def save_checkpoint(model: keras.Model, path: Path, epoch: int, history: dict) -> None:
-    """Model and optimizer state after `epoch` epochs, written atomically."""
-    arrays = {f"m{i}": v.numpy() for i, v in enumerate(model.variables)}
-    arrays.update({f"o{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays, epoch=epoch, history=json.dumps(history))
-    os.replace(tmp, path)
-
-
-def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, dict]:
+def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, list, list | None]:
     """Restore a checkpoint into a freshly built and compiled model.
 
     Returns:
-        (completed epochs, history so far).
+        (completed epochs of the phase it was saved in, every phase's history so far, the
+        best epoch's weights when the checkpoint kept them).
     """
     with np.load(path) as saved:
         model.optimizer.build(model.trainable_variables)
@@ -86,7 +94,9 @@ def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, dict]:
             v.assign(saved[f"m{i}"])
         for i, v in enumerate(model.optimizer.variables):
             v.assign(saved[f"o{i}"])
-        return int(saved["epoch"]), json.loads(str(saved["history"]))
+        best = sorted(k for k in saved.files if k.startswith("b"))
+        weights = [saved[f"b{i}"] for i in range(len(best))] or None
+        return int(saved["epoch"]), json.loads(str(saved["history"])), weights
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -107,7 +117,7 @@ class EpochLog:
               flush=True)
 
 
-def validate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+def validation_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
     """Validation loss and accuracy over all of (x, y), batch by batch with `test_on_batch`.
 
     Keras's `evaluate`, and `fit(validation_data=...)`, build a tf.data iterator each time;
@@ -132,70 +142,7 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     feature_images: int = 0            # images whose features were computed, not read
     feature_rate: float | None = None  # images/s of the frozen blocks when first computed
-
-
-# ---------------------------------------------------------------- the feature cache
-
-@dataclass
-class FeatureCache:
-    """Where the outputs of a model's frozen leading blocks are kept between runs.
-
-    A file is named by a hash of everything that determines its contents (the key: weights,
-    input size, preprocessing, data files, versions, model code) plus the frozen blocks and
-    the exact images, so a stale file is never read. `folder=None` computes without storing.
-    """
-
-    folder: Path | None = None
-    key: dict = field(default_factory=dict)
-    indices: dict = field(default_factory=dict)  # split -> image indices into its source array
-
-    def path(self, split: str, blocks: int) -> Path | None:
-        if self.folder is None or split not in self.indices:
-            return None
-        source = "test" if split == "test" else "train"  # train and val index the train set
-        indices = np.asarray(self.indices[split], dtype=np.int64)
-        payload = json.dumps({**self.key, "source": source, "blocks": blocks,
-                              "indices": hashlib.sha256(indices.tobytes()).hexdigest()},
-                             sort_keys=True)
-        digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
-        return self.folder / f"{split}-b{blocks}-{digest}.npy"
-
-
-def extract_features(built: Built, images: np.ndarray, batch_size: int,
-                     blocks: int = 5) -> np.ndarray:
-    """The outputs of blocks 1..`blocks` for a set of images (inference mode)."""
-    return stem(built, blocks).predict(images, batch_size=batch_size, verbose=0)
-
-
-def cached_features(built: Built, images: np.ndarray, batch_size: int, path: Path | None,
-                    blocks: int = 5) -> tuple[np.ndarray, bool, float]:
-    """Block outputs from the on-disk cache when `path` holds them, else computed (and stored).
-
-    Beside each cache file a small JSON file keeps how long computing it took, so the cost
-    of the features stays known when later runs read them.
-
-    Returns:
-        (features, hit, images per second when they were computed): hit is True when they
-        came from disk.
-    """
-    timing = path.with_suffix(".json") if path is not None else None
-    if path is not None and path.is_file():
-        features = np.load(path)
-        if len(features) == len(images):
-            spent = json.loads(timing.read_text()) if timing.is_file() else {}
-            rate = spent["images"] / spent["seconds"] if spent.get("seconds") else np.nan
-            return features, True, rate
-    start = time.perf_counter()
-    features = extract_features(built, images, batch_size, blocks)
-    seconds = time.perf_counter() - start
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, features)
-        os.replace(tmp, path)
-        timing.write_text(json.dumps({"images": len(images), "seconds": seconds}))
-    return features, False, len(images) / seconds
+    phases: list[dict] = field(default_factory=list)  # per phase: budget, epochs run, stop
 
 
 @dataclass
@@ -213,149 +160,289 @@ class Inputs:
     note: str = ""
 
 
+def cacheable_blocks(built: Built, cache: FeatureCache | None) -> int:
+    """How many leading blocks may come from a cache: the frozen ones, unless there is no
+    cache or the model augments its inputs (a cache would freeze one draw of the
+    augmentation, so augmenting models always compute their frozen blocks on the fly)."""
+    if cache is None or built.base is None or built.augment:
+        return 0
+    return built.frozen_blocks
+
+
 def fit_inputs(built: Built, x_train: np.ndarray, x_val: np.ndarray, batch_size: int,
                cache: FeatureCache | None) -> Inputs:
-    """Train on the frozen blocks' cached outputs when allowed (`cache` given and some
-    leading blocks frozen), else on the images through the whole model."""
-    blocks = built.frozen_blocks if cache is not None and built.base is not None else 0
+    """Train on the frozen blocks' cached outputs when allowed (`cache` given, some leading
+    blocks frozen, no augmentation), else on the images through the whole model."""
+    blocks = cacheable_blocks(built, cache)
     if not blocks:
         return Inputs(built.model, x_train.astype("float32"), x_val.astype("float32"))
     start = time.perf_counter()
-    f_train, hit_train, rate = cached_features(built, x_train, batch_size,
-                                               cache.path("train", blocks), blocks)
-    f_val, hit_val, _ = cached_features(built, x_val, batch_size, cache.path("val", blocks),
-                                        blocks)
+    train_f = block_outputs(built, x_train, batch_size, cache, "train", blocks)
+    val_f = block_outputs(built, x_val, batch_size, cache, "val", blocks)
     seconds = time.perf_counter() - start
-    computed = (0 if hit_train else len(x_train)) + (0 if hit_val else len(x_val))
-    source = "read from the feature cache" if not computed else "computed"
-    print(f"outputs of frozen blocks 1-{blocks} {source}: {len(f_train)} train + {len(f_val)} "
+    computed = sum(len(f.values) for f in (train_f, val_f) if not f.hit)
+    source = "read from the feature cache" if not computed else (
+        f"computed from cached outputs of blocks 1-{train_f.from_blocks}"
+        if train_f.from_blocks else "computed")
+    print(f"outputs of frozen blocks 1-{blocks} {source}: {len(x_train)} train + {len(x_val)} "
           f"val images in {seconds:.1f} s", flush=True)
     what = {5: "the head", 4: "block 5 and the head"}.get(blocks,
                                                           f"blocks {blocks + 1}-5 and the head")
-    return Inputs(top(built, blocks), f_train, f_val, blocks, seconds, computed, rate,
-                  f"{what} trained on cached outputs of frozen blocks 1-{blocks} ({source})")
+    return Inputs(top(built, blocks), train_f.values, val_f.values, blocks, seconds, computed,
+                  train_f.rate, f"{what} trained on cached outputs of frozen blocks 1-{blocks}")
 
 
 def predict(built: Built, images: np.ndarray, batch_size: int,
             cache: FeatureCache | None = None, split: str = "test") -> np.ndarray:
     """Class probabilities for images; through the cached outputs of the frozen blocks when
     the model has some and a cache is given (the same computation, done once)."""
-    blocks = built.frozen_blocks if cache is not None and built.base is not None else 0
+    blocks = cacheable_blocks(built, cache)
     if not blocks:
         return built.model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
-    features, _, _ = cached_features(built, images, batch_size, cache.path(split, blocks),
-                                     blocks)
-    return top(built, blocks).predict(features, batch_size=batch_size, verbose=0)
+    features = block_outputs(built, images, batch_size, cache, split, blocks)
+    return top(built, blocks).predict(features.values, batch_size=batch_size, verbose=0)
 
 
 # ---------------------------------------------------------------- training
 
-def train(built: Built, regime: str, x_train: np.ndarray, y_train: np.ndarray,
-          x_val: np.ndarray, y_val: np.ndarray, *, epochs: int, batch_size: int,
-          learning_rate: float, cache_features: bool = True, cache: FeatureCache | None = None,
-          seed: int = 0, checkpoint: Checkpoint | None = None) -> TrainResult:
-    """Compile and fit a freshly built model; validate on the held-out training split.
+@dataclass(frozen=True)
+class PhaseBudget:
+    """One phase of training, with its numbers: what is frozen, for how long, how fast."""
+
+    frozen: int                  # leading VGG16 blocks kept frozen (5: the whole base)
+    epochs: int                  # the budget: at most this many epochs
+    learning_rate: float
+    patience: int | None = None  # stop once `monitor` has not improved for this many epochs
+    label: str = ""              # prefix of the phase's epoch lines
+    monitor: str = "val_loss"    # val_loss (lower is better) or val_accuracy (higher)
+    restore_best: bool = False   # end the phase with the weights of its best epoch
+
+
+def plan(regime: str, cfg) -> list[PhaseBudget]:
+    """A regime's phases (from the registry) with their numbers from a config.
+
+    A phase with a stopping rule of its own (two_phase's head phase) keeps it; every other
+    phase stops early when the config asks (`early_stopping` epochs of patience on
+    `monitor`, then the best epoch's weights are restored).
+
+    Args:
+        regime: a registry name.
+        cfg: anything with the config's fields (an `ExperimentConfig`).
+    """
+    phases = []
+    for phase in regimes.get(regime).phases:
+        if phase.patience:
+            rule = dict(patience=getattr(cfg, phase.patience), monitor=phase.monitor,
+                        restore_best=phase.restore_best)
+        elif getattr(cfg, "early_stopping", None):
+            rule = dict(patience=cfg.early_stopping, monitor=cfg.monitor, restore_best=True)
+        else:
+            rule = {}
+        phases.append(PhaseBudget(phase.frozen_blocks(cfg), getattr(cfg, phase.epochs),
+                                  getattr(cfg, phase.learning_rate), label=phase.label, **rule))
+    return phases
+
+
+def one_phase(frozen: int, epochs: int, learning_rate: float) -> list[PhaseBudget]:
+    """The plan of a regime trained in a single phase."""
+    return [PhaseBudget(frozen, epochs, learning_rate)]
+
+
+@dataclass
+class _Done:
+    """What one finished phase leaves behind."""
+
+    inputs: Inputs
+    history: dict
+    seconds: float
+    log: EpochLog
+    resumed: int = 0             # epochs restored from a checkpoint
+    restored: int | None = None  # the best epoch whose weights ended the phase
+
+
+def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train: np.ndarray,
+          x_val: np.ndarray, y_val: np.ndarray, *, batch_size: int,
+          cache_features: bool = True, cache: FeatureCache | None = None, seed: int = 0,
+          checkpoint: Checkpoint | None = None) -> TrainResult:
+    """Train a freshly built model phase by phase; validate on the held-out training split.
+
+    Each phase freezes its leading blocks, recompiles (the optimiser sees only what is
+    trainable when compiled), and fits, on the cached outputs of the frozen blocks when
+    allowed. The test set plays no part.
 
     Args:
         built: from `models.build_model`.
-        regime: any but two_phase (see `train_two_phase`).
+        phases: from `plan` (or `one_phase`).
         x_*: uint8 or float images (N, 32, 32, 3), 0-255; y_*: integer labels.
-        cache_features: regimes with frozen leading blocks (frozen, partial) train the rest
-            on those blocks' outputs, computed once instead of in every step.
+        cache_features: train on frozen blocks' outputs computed once, not in every step.
         cache: where those outputs live on disk, for reuse across runs (None: not stored).
         seed: seeds each epoch's shuffling and dropout (see `reseed_epoch`).
         checkpoint: where and how often to save the state after an epoch; when the file
-            exists, training resumes from it, and ends with the same result as an
-            uninterrupted run.
+            exists, training resumes from it and ends as an uninterrupted run would.
     """
-    if regime == "two_phase":
-        raise ValueError("the two_phase regime trains with train_two_phase()")
-    y_train_1h, y_val_1h = one_hot(y_train), one_hot(y_val)
-    log = EpochLog(epochs)
-    fit = fit_inputs(built, x_train, x_val, batch_size,
-                     (cache or FeatureCache()) if cache_features else None)
-    compile_model(fit.target, learning_rate)
-    hist, done = {}, 0
-    if checkpoint is not None and checkpoint.path.is_file():
-        done, hist = load_checkpoint(fit.target, checkpoint.path)
-        print(f"resuming after epoch {done}/{epochs} from {checkpoint.path.name}", flush=True)
-    start = time.perf_counter()
-    fit_epochs(fit.target, (fit.train, y_train_1h), (fit.val, y_val_1h), range(done, epochs),
-               batch_size, seed, log, hist, checkpoint, last=epochs)
-    train_seconds = time.perf_counter() - start
+    labels = one_hot(y_train), one_hot(y_val)
+    source = (cache or FeatureCache()) if cache_features else None
+    start_phase, saved = _resume_point(checkpoint)
+    done = []
+    for index, phase in enumerate(phases):
+        if index < start_phase:  # finished before the checkpoint: its weights are in it
+            done.append(_Done(_phase_inputs(built, phase, (x_train, x_val), batch_size, source),
+                              saved[index], 0.0, EpochLog(phase.epochs)))
+            continue
+        saver = None if checkpoint is None else dataclasses.replace(
+            checkpoint, earlier=[d.history for d in done])
+        done.append(_train_phase(built, phase, index, (x_train, x_val), labels, batch_size,
+                                 source, seed, saver, index == start_phase and bool(saved)))
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)
     # The full model shares the trained layers; compile it so it can be evaluated as a whole.
-    compile_model(built.model, learning_rate)
-    notes = [fit.note] if fit.blocks else []
-    if built.frozen_blocks and not fit.blocks:
-        notes.append("frozen blocks computed on the fly in every step "
-                     "(augmentation, or the cache switched off)")
-    if done:
-        notes.append(f"resumed after epoch {done} from a checkpoint")
-    return TrainResult(hist, log.seconds, train_seconds, fit.seconds, bool(fit.blocks), notes,
-                       fit.computed, fit.rate)
+    compile_model(built.model, phases[-1].learning_rate)
+    return _result(built, phases, done)
 
 
-def train_two_phase(built: Built, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                    y_val: np.ndarray, *, epochs: int, head_epochs: int, batch_size: int,
-                    learning_rate: float, finetune_learning_rate: float, unfreeze_from: int,
-                    patience: int, cache_features: bool = True,
-                    cache: FeatureCache | None = None, seed: int = 0,
-                    checkpoint: Checkpoint | None = None) -> TrainResult:
-    """The Keras guide's recipe: the head first, then the unfrozen base at a low rate.
+def _resume_point(checkpoint: Checkpoint | None) -> tuple[int, list]:
+    """(phase to resume in, histories of the phases before it and of it so far)."""
+    if checkpoint is None or not checkpoint.path.is_file():
+        return 0, []
+    with np.load(checkpoint.path) as saved:
+        histories = json.loads(str(saved["history"]))
+    return len(histories) - 1, histories
 
-    Phase 1 trains the head on the frozen base (on cached features when allowed) until the
-    validation loss stops falling for `patience` epochs, at most `head_epochs`.
-    Phase 2 unfreezes blocks `unfreeze_from`..5, recompiles with `finetune_learning_rate` and
-    trains for `epochs` (on the cached outputs of blocks 1..unfreeze_from-1 when allowed).
-    Phase 1 is deterministic and cheap, so a resumed run repeats it and restores phase 2 from
-    the checkpoint.
-    """
-    head_log, tune_log = EpochLog(head_epochs, "head "), EpochLog(epochs, "fine-tune ")
-    y_train_1h, y_val_1h = one_hot(y_train), one_hot(y_val)
-    use_cache = (cache or FeatureCache()) if cache_features else None
-    head = fit_inputs(built, x_train, x_val, batch_size, use_cache)
-    compile_model(head.target, learning_rate)
+
+def _phase_inputs(built: Built, phase: PhaseBudget, images: tuple, batch_size: int,
+                  source: FeatureCache | None) -> Inputs:
+    """Freeze the phase's leading blocks and pick what it trains on."""
+    if built.base is not None:
+        freeze_blocks(built.base, phase.frozen)
+    return fit_inputs(built, *images, batch_size, source)
+
+
+def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, labels: tuple,
+                 batch_size: int, source: FeatureCache | None, seed: int,
+                 checkpoint: Checkpoint | None, restore: bool) -> _Done:
+    """Freeze, pick the inputs, recompile and fit one phase (resuming from `checkpoint`
+    when `restore`)."""
+    inputs = _phase_inputs(built, phase, images, batch_size, source)
+    compile_model(inputs.target, phase.learning_rate)  # recompile after changing trainable
+    plateau = (Plateau(phase.patience, phase.monitor, phase.restore_best)
+               if phase.patience else None)
+    hist, resumed = {}, 0
+    if restore:
+        resumed, histories, best = load_checkpoint(inputs.target, checkpoint.path)
+        hist = histories[index]
+        if plateau is not None:
+            plateau.replay(hist, best)
+        print(f"resuming {phase.label}after epoch {resumed}/{phase.epochs} from "
+              f"{checkpoint.path.name}", flush=True)
+    log = EpochLog(phase.epochs, phase.label)
     start = time.perf_counter()
-    head_hist = fit_epochs(head.target, (head.train, y_train_1h), (head.val, y_val_1h),
-                           range(head_epochs), batch_size, seed, head_log, {},
-                           patience=patience)
-    head_seconds = time.perf_counter() - start
+    fit_epochs(inputs.target, (inputs.train, labels[0]), (inputs.val, labels[1]),
+               range(resumed, phase.epochs), batch_size, seed + 7919 * index, log, hist,
+               checkpoint, last=phase.epochs, plateau=plateau)
+    restored = plateau.finish(inputs.target, len(hist["loss"])) if plateau else None
+    return _Done(inputs, hist, time.perf_counter() - start, log, resumed, restored)
 
-    freeze_blocks(built.base, unfreeze_from - 1)
-    built.frozen_blocks = unfreeze_from - 1
-    tune = fit_inputs(built, x_train, x_val, batch_size, use_cache)
-    compile_model(tune.target, finetune_learning_rate)  # recompile after changing trainable
-    hist, done = {}, 0
-    if checkpoint is not None and checkpoint.path.is_file():
-        done, hist = load_checkpoint(tune.target, checkpoint.path)
-        print(f"resuming fine-tuning after epoch {done}/{epochs}", flush=True)
-    start = time.perf_counter()
-    fit_epochs(tune.target, (tune.train, y_train_1h), (tune.val, y_val_1h), range(done, epochs),
-               batch_size, seed + 7919, tune_log, hist, checkpoint, last=epochs)
-    if checkpoint is not None:
-        checkpoint.path.unlink(missing_ok=True)
-    compile_model(built.model, finetune_learning_rate)
-    history = {name: head_hist[name] + hist[name] for name in hist}
-    history["phase"] = [1] * len(head_hist["loss"]) + [2] * len(hist["loss"])
-    notes = [f"phase 1: the head on the frozen base for {len(head_hist['loss'])} epoch(s)"
-             f"{' (cached features)' if head.blocks else ''}; phase 2: blocks "
-             f"{unfreeze_from}-5 and the head at learning rate {finetune_learning_rate:g} "
-             f"for {epochs} epoch(s)"
-             f"{f' (on cached outputs of blocks 1-{tune.blocks})' if tune.blocks else ''}"]
-    if done:
-        notes.append(f"resumed after fine-tuning epoch {done} from a checkpoint")
-    return TrainResult(history, head_log.seconds + tune_log.seconds,
-                       head_seconds + time.perf_counter() - start,
-                       head.seconds + tune.seconds, bool(head.blocks), notes,
-                       head.computed + tune.computed, head.rate)
+
+def _result(built: Built, phases: list[PhaseBudget], done: list[_Done]) -> TrainResult:
+    """The phases' histories, times and notes as one `TrainResult`."""
+    history = {name: [v for d in done for v in d.history[name]] for name in done[-1].history}
+    if len(phases) > 1:
+        history["phase"] = [i + 1 for i, d in enumerate(done) for _ in d.history["loss"]]
+    first = done[0].inputs
+    return TrainResult(history, [s for d in done for s in d.log.seconds],
+                       sum(d.seconds for d in done), sum(d.inputs.seconds for d in done),
+                       bool(first.blocks), _notes(phases, done),
+                       sum(d.inputs.computed for d in done), first.rate,
+                       [_phase_summary(p, d) for p, d in zip(phases, done)])
+
+
+def _phase_summary(phase: PhaseBudget, done: _Done) -> dict:
+    """What one phase was allowed and what it did: the pages tell runs that stopped on a
+    plateau from runs that ran out of budget."""
+    run = len(done.history.get("loss", []))
+    return {"frozen_blocks": phase.frozen, "epochs_budget": phase.epochs, "epochs_run": run,
+            "learning_rate": phase.learning_rate, "patience": phase.patience,
+            "monitor": phase.monitor if phase.patience else None,
+            "stopped_on_plateau": run < phase.epochs,
+            "restored_epoch": done.restored, "cached_blocks": done.inputs.blocks}
+
+
+def _notes(phases: list[PhaseBudget], done: list[_Done]) -> list[str]:
+    """What a reader should know about how the run trained, in words."""
+    resumed = [(i, d.resumed) for i, d in enumerate(done) if d.resumed]
+    if len(phases) == 1:
+        fit = done[0].inputs
+        notes = [fit.note] if fit.blocks else []
+        if phases[0].frozen and not fit.blocks:
+            notes.append("frozen blocks computed on the fly in every step "
+                         "(augmentation, or the cache switched off)")
+        notes += [f"resumed after epoch {n} from a checkpoint" for _, n in resumed]
+        return notes
+    parts = [f"phase {i + 1}: {_phase_words(p, d)}" for i, (p, d) in enumerate(zip(phases, done))]
+    return ["; ".join(parts)] + [f"resumed after {phases[i].label}epoch {n} from a checkpoint"
+                                 .replace("fine-tune epoch", "fine-tuning epoch")
+                                 for i, n in resumed]
+
+
+def _phase_words(phase: PhaseBudget, done: _Done) -> str:
+    epochs = len(done.history.get("loss", []))
+    if phase.frozen == 5:
+        return (f"the head on the frozen base for {epochs} epoch(s)"
+                f"{' (cached features)' if done.inputs.blocks else ''}")
+    cached = done.inputs.blocks
+    return (f"blocks {phase.frozen + 1}-5 and the head at learning rate "
+            f"{phase.learning_rate:g} for {epochs} epoch(s)"
+            f"{f' (on cached outputs of blocks 1-{cached})' if cached else ''}")
+
+
+@dataclass
+class Plateau:
+    """Early stopping on the validation split: the best epoch so far by `monitor`, its
+    weights (when `restore` asks for them), and whether the phase has stalled."""
+
+    patience: int
+    monitor: str = "val_loss"
+    restore: bool = False
+    best: float | None = None
+    best_epoch: int = 0          # 1-based within the phase
+    weights: list | None = None
+
+    def better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.monitor == "val_loss" else value > self.best
+
+    def update(self, model: keras.Model, hist: dict) -> bool:
+        """Take the epoch just logged into account; True once the phase has stalled."""
+        value = hist[self.monitor][-1]
+        if self.better(value):
+            self.best, self.best_epoch = value, len(hist[self.monitor])
+            if self.restore:
+                self.weights = [w.copy() for w in model.get_weights()]
+        return len(hist[self.monitor]) - self.best_epoch >= self.patience
+
+    def replay(self, hist: dict, weights: list | None) -> None:
+        """The state after the epochs in `hist` (a resumed phase), with the best weights a
+        checkpoint kept."""
+        values = hist.get(self.monitor, [])
+        for i, value in enumerate(values, 1):
+            if self.better(value):
+                self.best, self.best_epoch = value, i
+        self.weights = weights
+
+    def finish(self, model: keras.Model, epochs_run: int) -> int | None:
+        """Restore the best epoch's weights when asked and it was not the last; returns the
+        restored epoch (None when nothing was restored)."""
+        if not self.restore or self.weights is None or self.best_epoch == epochs_run:
+            return None
+        model.set_weights(self.weights)
+        return self.best_epoch
 
 
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
                checkpoint: Checkpoint | None = None, last: int | None = None,
-               patience: int | None = None) -> dict:
+               plateau: Plateau | None = None) -> dict:
     """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
 
     Every epoch depends only on (seed, epoch) and the state at its start, which is what makes
@@ -363,7 +450,7 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
 
     Args:
         last: the final epoch number of the whole run; no checkpoint is written after it.
-        patience: stop when the validation loss has not fallen for this many epochs.
+        plateau: stop once the validation split stops improving (see `Plateau`).
     """
     inputs, targets = train_data
     saved = time.perf_counter()
@@ -375,17 +462,19 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
                              epochs=epoch + 1, batch_size=batch_size, shuffle=False, verbose=0,
                              callbacks=[keras.callbacks.TerminateOnNaN()])
         logs = {name: float(values[-1]) for name, values in history.history.items()}
-        logs.update(validate(target, *val_data, batch_size))
+        logs.update(validation_scores(target, *val_data, batch_size))
         log.epoch(epoch, logs, time.perf_counter() - start)
         for name, value in logs.items():
             hist.setdefault(name, []).append(value)
         _check_finite(hist)
-        if checkpoint is not None and epoch + 1 < (last or epochs.stop) and \
+        stop = plateau is not None and plateau.update(target, hist)
+        if checkpoint is not None and epoch + 1 < (last or epochs.stop) and not stop and \
                 time.perf_counter() - saved >= checkpoint.seconds:
-            save_checkpoint(target, checkpoint.path, epoch + 1, hist)
+            checkpoint.save(target, epoch + 1, hist, plateau)
             saved = time.perf_counter()
-        if patience and epoch + 1 < epochs.stop and stalled(hist["val_loss"], patience):
-            print(f"validation loss has not fallen for {patience} epochs: moving on", flush=True)
+        if stop and epoch + 1 < epochs.stop:
+            print(f"{plateau.monitor} has not improved for {plateau.patience} epochs "
+                  f"(best: epoch {plateau.best_epoch}): stopping this phase", flush=True)
             break
     return hist
 
