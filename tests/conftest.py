@@ -1,6 +1,5 @@
 """Shared fixtures: a tiny canonical CIFAR-10 folder, and the offline copy when present."""
 
-import json
 import os
 import pickle
 import shutil
@@ -75,8 +74,10 @@ def site(tmp_path_factory):
     index = runner.build_site(strict=True, book=book)
     runs = runner.finished_runs(PROFILE, outputs=root / "outputs")
     folder = root / "outputs" / PROFILE / "runs"
+    from vgg_transfer.record import RunRecord
+
     reference = next(name for name in runs["frozen"]
-                     if json.loads((folder / name / "metrics.json").read_text())["reference"])
+                     if RunRecord.load(folder / name).metrics.reference)
     yield {"outcomes": outcomes, "runs": runs, "profile": PROFILE, "run": folder / reference,
            "html": book / "_build" / "html", "index": index, "outputs": root / "outputs",
            "overrides": overrides}

@@ -2,6 +2,7 @@
 builds from it, Studies included."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from vgg_transfer import runner, sweep
+from vgg_transfer.record import SCHEMA_VERSION, RunRecord
 from vgg_transfer.config import STUDIES, load_experiments, resolve_points
 
 from conftest import PROJECT_ROOT
@@ -22,30 +24,30 @@ def _text(path):
 
 def test_every_run_folder_is_complete(site):
     assert {o.status for o in site["outcomes"]} == {"ok"}
-    assert len(site["runs"]) == 8 and all(site["runs"].values())
+    assert len(site["runs"]) == 9 and all(site["runs"].values())
     folder = site["outputs"] / site["profile"] / "runs"
     for names in site["runs"].values():
         for name in names:
             for file in ("config.json", "metrics.json", "history.csv", "predictions.csv",
                          "provenance.json", "timings.json", "run_key"):
                 assert (folder / name / file).is_file(), (name, file)
-    run = site["run"]
-    metrics = json.loads((run / "metrics.json").read_text())
-    provenance = json.loads((run / "provenance.json").read_text())
-    assert metrics["regime"] == "frozen" and metrics["cached_features"] and metrics["reference"]
-    assert metrics["experiment"] == "frozen" and metrics["axes"]["seed"] == 0
-    assert metrics["test_n"] == provenance["data"]["test"]
-    assert provenance["weights"]["name"] == "hed-bsds500"
-    assert provenance["packages"]["tensorflow"] and provenance["hardware"]["cpu_count"]
-    assert (run / "gradcam.npz").is_file()
+    record = RunRecord.load(site["run"])
+    metrics, provenance = record.metrics, record.provenance
+    assert metrics.regime == "frozen" and metrics.cached_features and metrics.reference
+    assert metrics.experiment == "frozen" and metrics.axes["seed"] == 0
+    assert metrics.test_n == provenance.data["test"] and metrics.schema_version == SCHEMA_VERSION
+    assert provenance.weights["name"] == "hed-bsds500"
+    assert provenance.packages["tensorflow"] and provenance.hardware["cpu_count"]
+    assert (site["run"] / "gradcam.npz").is_file()
+    assert not any((folder / name / "model.keras").exists()  # grid points keep no model
+                   for names in site["runs"].values() for name in names)
     assert not any((folder / name / "gradcam.npz").exists() for name in site["runs"]["mlp"])
     for name in site["runs"]:
         assert (site["outputs"] / site["profile"] / "notebooks" / f"{name}.ipynb").is_file()
 
 
 def test_site_shows_figures_and_the_runs_accuracy(site):
-    metrics = json.loads((site["run"] / "metrics.json").read_text())
-    shown = f"{metrics['test_accuracy']:.1%}"
+    shown = f"{RunRecord.load(site['run']).metrics.test_accuracy:.1%}"
     html = site["html"]
     page = BeautifulSoup((html / "results/experiments/frozen.html").read_text(), "html.parser")
     images = [img["src"] for img in page.find_all("img") if img["src"].endswith(".png")]
@@ -64,11 +66,11 @@ def test_studies_pages_show_this_builds_numbers(site):
     html = site["html"] / "results" / "studies"
     assert sorted(p.stem for p in html.glob("*.html")) == sorted(STUDIES)
     folder = site["outputs"] / site["profile"] / "runs"
-    metrics = {name: json.loads((folder / name / "metrics.json").read_text())
+    metrics = {name: RunRecord.load(folder / name).metrics
                for names in site["runs"].values() for name in names}
     seeds = _text(html / "seeds.html")
-    frozen = [m["test_accuracy"] for m in metrics.values()
-              if m["experiment"] == "frozen" and m["reference"]]
+    frozen = [m.test_accuracy for m in metrics.values()
+              if m.experiment == "frozen" and m.reference]
     assert f"{sum(frozen) / len(frozen):.1%}" in seeds  # the mean over seeds
     assert "McNemar p =" in seeds and "in the 2 seeds" in seeds
     efficiency = _text(html / "data_efficiency.html")
@@ -76,13 +78,13 @@ def test_studies_pages_show_this_builds_numbers(site):
     resolution = _text(html / "resolution.html")
     assert "s per 1,000 images" in resolution and "nan" not in resolution
     calibration = _text(html / "calibration.html")
-    eces = [m["test_ece"] for m in metrics.values() if m["experiment"] == "partial"]
+    eces = [m.test_ece for m in metrics.values() if m.experiment == "partial"]
     assert f"{sum(eces) / len(eces):.3f}" in calibration
     claims = _text(html / "claims.html")
     assert "73.7%" in claims and "33.7%" in claims  # the original's numbers, quoted
     assert "partial:" in claims
     for page in html.glob("*.html"):  # every study says what budget produced it
-        assert "seeds per point" in _text(page) or page.stem == "protocol", page.stem
+        assert "per point" in _text(page) or page.stem == "protocol", page.stem
     for page in ("limitations", "improvements", "conclusion"):
         text = _text(site["html"] / "results" / f"{page}.html")
         assert "nan" not in text and "%" in text, page
@@ -103,8 +105,23 @@ def test_papermill_by_hand(site, tmp_path):
     for key, value in site["overrides"].items():
         args += ["-p", key, str(value)]
     subprocess.run(args, check=True, capture_output=True, timeout=600, cwd=tmp_path)
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["epochs"] == 2 and config["regime"] == "frozen"
+    record = RunRecord.load(run_dir)
+    assert record.config.epochs == 2 and record.config.regime == "frozen"
+    assert record.model_file is not None  # one run, not a grid point: its model is kept
+    # the saved model scores another test folder beside the run, leaving its metrics alone
+    metrics = (run_dir / "metrics.json").read_bytes()
+    data = os.environ["CIFAR10_DIR"]
+    result = subprocess.run([sys.executable, "-m", "vgg_transfer", "evaluate", str(run_dir),
+                             "--data", data], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (scored,) = (run_dir / "evaluations").glob("test_batch-*.json")
+    evaluation = json.loads(scored.read_text())
+    assert evaluation["test_n"] == record.metrics.test_n
+    # same model, same images; the run scored through cached block outputs, the saved model
+    # end to end, so a rounding difference may flip an image or two
+    assert abs(evaluation["test_accuracy"] - record.metrics.test_accuracy) <= 0.002
+    assert (run_dir / "metrics.json").read_bytes() == metrics
+    assert "test accuracy" in result.stdout
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
 
 

@@ -4,45 +4,83 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vgg_transfer import discussion, report, studies
-from vgg_transfer.report import compare_sentence, findings, phrase
+from vgg_transfer import original, regimes, selection, sentences, stats, tables
+from vgg_transfer.config import ExperimentConfig, point_name
+from vgg_transfer.record import (SCHEMA_VERSION, Metrics, Params, Provenance, RunRecord,
+                                 Timings)
+from vgg_transfer.sentences import compare_sentence, findings
+from vgg_transfer.words import accuracy_cell, phrase
+
+
+def _predictions(correct: np.ndarray, confidence: float) -> pd.DataFrame:
+    true = np.arange(len(correct)) % 10
+    return pd.DataFrame({"true": true, "predicted": np.where(correct, true, (true + 1) % 10),
+                         "confidence": np.full(len(correct), confidence)})
+
+
+def _metrics(name, experiment, regime, axes, reference, correct, train_n, val, confidence):
+    acc = float(correct.mean())
+    return Metrics(
+        schema_version=SCHEMA_VERSION, status="ok", name=name, experiment=experiment,
+        axes=axes, reference=reference, regime=regime, weights="none",
+        weights_label="random init", test_accuracy=acc,
+        test_accuracy_ci95=[acc - 0.03, acc + 0.03], test_loss=1.0,
+        test_ece=abs(confidence - acc), test_n=len(correct), test_correct=int(correct.sum()),
+        per_class_accuracy={}, confusion_matrix=[], train_n=train_n, val_n=500,
+        epochs=len(val), final_train_accuracy=0.5, final_val_accuracy=val[-1],
+        best_val_accuracy=max(val), best_val_epoch=int(np.argmax(val)) + 1,
+        params=Params(trainable=10, non_trainable=0, total=10), cached_features=False,
+        notes=[], steps=len(val) * 16, images_seen=len(val) * train_n,
+        phases=[{"frozen_blocks": 0, "epochs_budget": len(val), "epochs_run": len(val),
+                 "learning_rate": 1e-4, "patience": None, "monitor": None,
+                 "stopped_on_plateau": False, "restored_epoch": None, "cached_blocks": 0}])
+
+
+TIMINGS = Timings(data_seconds=0.1, build_seconds=0.1, train_seconds=10.0, feature_seconds=0.0,
+                  feature_images=0, epoch_seconds=[], test_seconds=1.0, gradcam_seconds=0.0,
+                  wall_seconds=12.0, train_images_per_second=None,
+                  feature_images_per_second=None, test_images_per_second=1000.0)
+
+
+def _provenance(seed: int, train_n: int, test_n: int) -> Provenance:
+    return Provenance(data={"kind": "folder", "path": None, "train": 50, "test": test_n},
+                      split={"train_n": train_n, "val_n": 500, "seed": seed},
+                      weights={"name": "none", "sha256": None}, packages={},
+                      hardware={"cpu": "test", "cpu_count": 1, "gpus": []}, git={},
+                      wall_seconds=12.0, peak_rss_mb=100.0, finished="")
 
 
 def fake_run(experiment, regime, seed, correct, train_n=2000, axes=None, reference=True,
-             image_size=32, head="flatten", confidence=0.6, val=(0.3, 0.4)):
-    """A run as `artifacts.load_run` returns it, with `correct` marking the right test images."""
+             image_size=32, head="flatten", confidence=0.6, val=(0.3, 0.4), gradcam=None):
+    """A `RunRecord` built from the record's own dataclasses, with `correct` marking the
+    right test images."""
     correct = np.asarray(correct, bool)
-    true = np.arange(len(correct)) % 10
-    predicted = np.where(correct, true, (true + 1) % 10)
-    acc = float(correct.mean())
     axes = {**(axes or {}), "seed": seed}
-    return {
-        "dir": None,
-        "metrics": {"name": report.point_name(experiment, axes), "experiment": experiment,
-                    "axes": axes, "reference": reference, "regime": regime, "weights": "none",
-                    "weights_label": "random init", "test_accuracy": acc,
-                    "test_accuracy_ci95": [acc - 0.03, acc + 0.03], "test_n": len(correct),
-                    "test_ece": abs(confidence - acc), "test_loss": 1.0, "train_n": train_n,
-                    "val_n": 500, "epochs": len(val), "best_val_accuracy": max(val),
-                    "final_train_accuracy": 0.5, "params": {"trainable": 10},
-                    "per_class_accuracy": {}},
-        "config": {"seed": seed, "image_size": image_size, "head": head, "regime": regime,
-                   "batch_size": 128, "learning_rate": 1e-4, "finetune_learning_rate": 1e-5,
-                   "unfreeze_from": 1, "data_dir": None},
-        "timings": {"train_seconds": 10.0, "feature_seconds": 0.0, "wall_seconds": 12.0,
-                    "test_seconds": 1.0, "test_images_per_second": 1000.0,
-                    "feature_images_per_second": None},
-        "provenance": {"peak_rss_mb": 100.0},
-        "history": pd.DataFrame({"epoch": range(1, len(val) + 1), "val_accuracy": val}),
-        "predictions": pd.DataFrame({"true": true, "predicted": predicted,
-                                     "confidence": np.full(len(correct), confidence)}),
-    }
+    name = point_name(experiment, axes)
+    config = ExperimentConfig(name=name, regime=regime, weights="none", seed=seed,
+                              image_size=image_size, head=head, train_size=train_n)
+    return RunRecord(
+        config=config,
+        metrics=_metrics(name, experiment, regime, axes, reference, correct, train_n,
+                         list(val), confidence),
+        timings=TIMINGS, provenance=_provenance(seed, train_n, len(correct)),
+        history=pd.DataFrame({"epoch": range(1, len(val) + 1), "val_accuracy": val}),
+        predictions=_predictions(correct, confidence), gradcam=gradcam)
 
 
 def mask(n_right, n=200, offset=0):
     out = np.zeros(n, bool)
     out[offset:offset + n_right] = True
     return out
+
+
+def test_fake_runs_survive_a_round_trip(tmp_path):
+    """The fakes are real records: written and read back, they compare equal."""
+    run = fake_run("a", "frozen", 1, mask(150), axes={"train_size": 500}, reference=False)
+    back = RunRecord.load(run.write(tmp_path / run.name))
+    assert back.metrics == run.metrics and back.timings == run.timings
+    assert back.provenance == run.provenance and back.config == run.config
+    assert (back.name, back.seed, back.correct.sum()) == ("a-n500-s1", 1, 150)
 
 
 def test_phrase():
@@ -93,7 +131,7 @@ def test_runs_are_paired_by_seed():
     a = [fake_run("a", "frozen", 0, mask(150)), fake_run("a", "frozen", 1, mask(140)),
          fake_run("a", "frozen", 2, mask(10))]
     b = [fake_run("b", "scratch", 1, mask(100)), fake_run("b", "scratch", 0, mask(100))]
-    row = report.paired_test(a, b, "a", "b")
+    row = stats.paired_test(a, b, "a", "b")
     assert row["seeds"] == 2
     assert row["accuracy A"] == pytest.approx((0.75 + 0.70) / 2)
     assert row["accuracy B"] == pytest.approx(0.5)
@@ -101,27 +139,30 @@ def test_runs_are_paired_by_seed():
     assert (row["only A right"], row["only B right"]) == (90, 0)
     assert row["differences"] == pytest.approx([0.25, 0.20])
     assert max(row["p per seed"]) == row["largest p (McNemar, exact)"] < 1e-10
-    tests = report.pairwise_tests(a + b)
+    tests = stats.pairwise_tests(a + b)
     assert tests[["A", "B"]].values.tolist() == [["a", "b"]]
+    back = stats.swapped(row)
+    assert (back["A"], back["only A right"], back["differences"][0]) == ("b", 0, -0.25)
 
 
 def test_comparison_table_over_seeds():
     runs = [fake_run("a", "frozen", s, mask(n)) for s, n in enumerate((100, 120, 140))]
     runs.append(fake_run("a", "frozen", 0, mask(10), axes={"train_size": 500},
                          reference=False))  # not at the reference setting: left out
-    table = report.comparison_table(runs)
+    table = stats.by_experiment(runs)
     assert len(table) == 1
     row = table.iloc[0]
     assert row["seeds"] == 3 and row["test_accuracy"] == pytest.approx(0.6)
     assert row["sd"] == pytest.approx(0.1)
     assert row["ci_low"] == pytest.approx(0.6 - 0.248414, abs=1e-6)
-    single = report.comparison_table(runs[:1]).iloc[0]  # one run: its Wilson interval
+    single = stats.by_experiment(runs[:1]).iloc[0]  # one run: its Wilson interval
     assert single["ci_low"] == pytest.approx(0.47) and np.isnan(single["sd"])
+    assert stats.by_experiment([]).empty
 
 
 def test_accuracy_cell_clips_to_a_share():
-    assert report.accuracy_cell(0.1, 0.05, 3, -0.02, 0.22) == "10.0% ± 5.0 (0.0%–22.0%)"
-    assert report.accuracy_cell(0.5, np.nan, 1, 0.45, 0.55) == "50.0% (45.0%–55.0%)"
+    assert accuracy_cell(0.1, 0.05, 3, -0.02, 0.22) == "10.0% ± 5.0 (0.0%–22.0%)"
+    assert accuracy_cell(0.5, np.nan, 1, 0.45, 0.55) == "50.0% (45.0%–55.0%)"
 
 
 def test_data_efficiency_and_where_transfer_pays():
@@ -135,13 +176,15 @@ def test_data_efficiency_and_where_transfer_pays():
                                  reference=size == 2000))
             runs.append(fake_run("fro", "frozen", seed, transfer, train_n=size, axes=axes,
                                  reference=size == 2000))
-    table = studies.by_setting(runs, ["sbn", "fro"], "train_n")
+    table = stats.by_setting(runs, ["sbn", "fro"], "train_n")
     assert table[["experiment", "train_n", "mean"]].values.tolist() == [
         ["sbn", 500, 0.2], ["sbn", 2000, 0.55], ["fro", 500, 0.6], ["fro", 2000, 0.575]]
-    lines = studies.where_transfer_pays(runs, "sbn", ["fro"])
+    lines = sentences.where_transfer_pays(runs, "sbn", ["fro"])
     assert lines[0].startswith("**500 images**: **fro** beats **sbn** by 40.0 points "
                                "(60.0% against 20.0%, means over seeds) in every seed")
     assert "not distinguishable" in lines[1] and lines[1].startswith("**2,000 images**")
+    # the baseline is the first experiment that trains a network from random weights
+    assert sentences.data_efficiency_sentences(runs, ["fro", "sbn"]) == lines
 
 
 def test_centre_share():
@@ -150,50 +193,145 @@ def test_centre_share():
     centred[0, 12:20, 12:20] = 1
     corner = np.zeros((1, 32, 32))
     corner[0, :4, :4] = 1
-    shares = studies.centre_share(np.concatenate([uniform, centred, corner]))
+    shares = stats.centre_share(np.concatenate([uniform, centred, corner]))
     assert shares.tolist() == [0.25, 1.0, 0.0]
-    assert np.isnan(studies.centre_share(np.zeros((1, 32, 32)))[0])
+    assert np.isnan(stats.centre_share(np.zeros((1, 32, 32)))[0])
+
+
+def test_gradcam_table_reads_the_records_heatmaps():
+    heatmaps = np.zeros((3, 32, 32))
+    heatmaps[0, 12:20, 12:20] = 1  # right: all in the centre
+    heatmaps[1] = 1                # wrong: uniform
+    heatmaps[2, :4, :4] = 1        # one per class: in a corner
+    cam = {"heatmaps": heatmaps, "set": np.array(["right", "wrong", "fixed"]),
+           "indices": np.arange(3), "predicted": np.zeros(3, int),
+           "layer": np.array("block5_conv3"), "side": np.array(2)}
+    runs = [fake_run("fro", "frozen", 0, mask(100), gradcam=cam),
+            fake_run("sbn", "scratch_bn", 0, mask(100))]  # no heatmaps: left out
+    table, cams = stats.gradcam(runs, ["fro", "sbn"])
+    assert table.to_dict("records") == [{
+        "experiment": "fro", "run": "fro-s0", "layer": "block5_conv3", "map": "2×2",
+        "centre share, right": 1.0, "centre share, wrong": 0.25,
+        "centre share, one per class": 0.0}]
+    assert cams["fro"]["run"] is runs[0]
+    assert "fro 100% (right) / 25% (wrong)" in sentences.gradcam_sentence(runs, ["fro"])
 
 
 def test_calibration_table_and_collapse():
     runs = [fake_run("fro", "frozen", s, mask(100), confidence=0.9, val=(0.1, 0.1, 0.1))
             for s in (0, 1)]
-    table = studies.calibration_table(runs, ["fro", "missing"])
+    table = stats.calibration(runs, ["fro", "missing"])
     assert table["experiment"].tolist() == ["fro"]
     assert table["confidence − accuracy"].iloc[0] == pytest.approx(0.4)
     assert table["ECE"].iloc[0] == pytest.approx(0.4)
-    runs = [{**r, "metrics": {**r["metrics"], "experiment": "finetune"}} for r in runs]
-    assert studies.collapse(runs, "finetune")["collapsed"]
-    assert "stayed at chance" in studies.collapse_sentence(runs)
+    runs = [fake_run("finetune", "finetune", s, mask(100), val=(0.1, 0.1, 0.1))
+            for s in (0, 1)]
+    assert stats.collapse(runs, "finetune")["collapsed"]
+    assert "stayed at chance" in sentences.collapse_sentence(runs)
 
 
 def test_claims_cite_this_builds_numbers():
-    runs = [fake_run(name, regime, s, mask(n)) for s in (0, 1)
-            for name, regime, n in (("mlp", "mlp", 60), ("scratch", "scratch", 40),
-                                    ("partial", "partial", 90), ("finetune", "finetune", 80))]
-    claims = studies.claims_table(runs)
+    runs = [fake_run(name, name, s, mask(n)) for s in (0, 1)
+            for name, n in (("mlp", 60), ("scratch", 40), ("partial", 90), ("finetune", 80))]
+    claims = tables.claims_table(runs)
     assert claims["the original's regime"].tolist() == ["scratch", "frozen", "unfrozen"]
     assert claims.loc[0, "this build measured (test)"].startswith("mlp: 30.0% ± 0.0 (n = 2)")
+    assert claims.loc[1, "this build measured (test)"].endswith(
+        "training accuracy in its last epoch 50.0% (dropout on)")
     assert "VGG16 from random weights reaches 20.0%" in claims.loc[0, "cause of the difference"]
     assert "did not collapse" not in claims.loc[2, "cause of the difference"]
     assert "learns" in claims.loc[2, "cause of the difference"]
 
 
+def test_the_originals_regimes_follow_the_registry():
+    """Each correction of the original is measured in order: as it ran, then each fix."""
+    assert original.ours("scratch") == ["mlp", "scratch", "scratch_bn"]
+    assert original.corrections() == [("mlp", "scratch"), ("scratch", "scratch_bn"),
+                                      ("partial", "frozen"), ("finetune", "two_phase")]
+    assert set(original.corrections()) == set(regimes.corrections())
+    runs = [fake_run(name, name, s, mask(n)) for s in (0, 1)
+            for name, n in (("partial", 90), ("frozen", 120))]
+    pairs = stats.corrections_tested(runs, original.corrections())
+    assert pairs[["A", "B"]].values.tolist() == [["frozen", "partial"]]
+
+
 def test_seed_noise():
     runs = [fake_run("a", "frozen", s, mask(n, 1000)) for s, n in enumerate((480, 500, 520))]
-    noise = discussion.seed_noise(runs, ["a"])
+    noise = stats.seed_noise(runs, ["a"])
     assert noise["seed_sd"] == pytest.approx(0.02)
     assert noise["test_sd"] == pytest.approx(np.sqrt(0.25 / 1000))
     # 2.0 points against 1.6: the same order; 5.0 against 1.6: larger
-    assert "of the same order as test-set noise" in discussion.seed_noise_sentence(runs, ["a"])
+    assert "of the same order as test-set noise" in sentences.seed_noise_sentence(runs, ["a"])
     runs = [fake_run("a", "frozen", s, mask(n, 1000)) for s, n in enumerate((450, 500, 550))]
-    assert "larger than test-set noise" in discussion.seed_noise_sentence(runs, ["a"])
+    assert "larger than test-set noise" in sentences.seed_noise_sentence(runs, ["a"])
 
 
 def test_rise_margin_hand_computed():
-    from vgg_transfer.discussion import rise_margin
-
     before, after = {"sd": 0.013, "n": 3}, {"sd": 0.015, "n": 3}
     # 2 * sqrt(0.013² / 3 + 0.015² / 3) = 2 * sqrt(0.00013133) = 0.022920
-    assert rise_margin(before, after) == pytest.approx(0.022920, abs=1e-6)
-    assert rise_margin({"sd": float("nan"), "n": 1}, after) == 0.0
+    assert stats.rise_margin(before, after) == pytest.approx(0.022920, abs=1e-6)
+    assert stats.rise_margin({"sd": float("nan"), "n": 1}, after) == 0.0
+
+
+def _study_runs():
+    runs = []
+    for seed in (0, 1):
+        for name, n in (("mlp", 40), ("scratch", 50), ("scratch_bn", 70), ("partial", 110),
+                        ("frozen", 100), ("finetune", 60), ("two_phase", 130)):
+            runs.append(fake_run(name, name, seed, mask(n + 5 * seed, offset=seed)))
+        for size, n in ((100, 60), (200, 90)):
+            runs.append(fake_run("frozen", "frozen", seed, mask(n + 3 * seed), train_n=size,
+                                 axes={"train_size": size}, reference=False))
+    return runs
+
+
+def test_discussion_pages_say_what_the_build_measured():
+    runs = _study_runs()
+    studies = {"seeds": ["scratch", "scratch_bn", "mlp", "frozen", "partial", "finetune",
+                         "two_phase"], "protocol": ["mlp", "partial", "frozen", "finetune"],
+               "data_efficiency": ["scratch_bn", "frozen"]}
+    limits = sentences.limitations(runs, studies)
+    assert limits.startswith("- **Budget.** The largest run of this build saw 4,000 ")
+    assert "**Few seeds.** 2 seeds per point" in limits and "±12.71 standard errors" in limits
+    assert "**Many comparisons.** The seeds study runs 21 pairwise tests" in limits
+    better = sentences.improvements(runs, studies)
+    assert "**The full protocol on a GPU.** A regime that trains the whole network ran at " \
+           "400 images/s here" in better
+    assert "**How much to unfreeze.** Two-phase fine-tuning here unfroze blocks 1–5" in better
+    assert better.endswith("the defaults here are the original study's, not tuned ones.")
+    verdict = sentences.conclusion(runs, studies, ["scratch", "frozen", "finetune"])
+    assert verdict.startswith("- Does transfer learning beat training from scratch")
+    assert "Frozen as the original ran it (block 5 trainable) against truly frozen" in verdict
+    assert "nan" not in limits + better + verdict
+
+
+def test_tables_read_records():
+    runs = _study_runs()
+    cost = tables.cost_table(runs)
+    assert cost.loc[0, "setting"] == "mlp" and cost.loc[0, "runs"] == 2
+    assert cost["training images/s"].iloc[0] == pytest.approx(2000 * 2 / 10)
+    settings = tables.protocol_settings(runs)
+    assert settings["this build"].tolist()[:3] == [
+        "2,000 images", "500 images carved from the training set", "200, used once per run"]
+    assert tables.run_summary(runs[0])["value"].tolist()[:3] == ["20.00%", "17.00% – 23.00%",
+                                                                  "200"]
+    assert tables.runs_table(runs[:2])["run"].tolist() == ["mlp-s0", "scratch-s0"]
+    assert selection.setting(runs[-1]) == "frozen-n200"
+
+
+def test_depth_table_and_sentence():
+    runs = []
+    for start, right in ((5, 120), (3, 140), (1, 130)):
+        run = fake_run("depth", "finetune", 0, mask(right), axes={"unfreeze_from": start})
+        run.config = run.config.model_copy(update={"unfreeze_from": start})
+        runs.append(run)
+    table = stats.by_depth(runs, ["depth"])
+    assert table["unfreeze from block"].tolist() == [1, 3, 5]
+    assert table["mean"].tolist() == [0.65, 0.7, 0.6]
+    assert table["trained"].tolist() == ["everything", "blocks 3-5 and the head",
+                                         "block 5 and the head"]
+    assert not table["ci_low"].isna().any()  # one run each: the Wilson interval
+    sentence = sentences.depth_sentence(runs, ["depth"])
+    assert "fine-tuning from block 3 reached the highest test accuracy, 70.0%" in sentence
+    assert "Fine-tuning everything reached 65.0%" in sentence
+    assert "nan" not in tables.format_depth(table).to_html()

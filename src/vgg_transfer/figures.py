@@ -1,6 +1,6 @@
 """Figures. Each function takes data (and an optional `ax`) and returns the figure.
 
-One colour per regime throughout the book (`REGIME_COLORS`).
+One colour per regime throughout the book: the registry's (`regimes.color`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,23 @@ import pandas as pd
 import seaborn as sns
 
 from vgg_transfer import CLASS_NAMES
-from vgg_transfer.evaluation import SAMPLES, pick_examples
+from vgg_transfer.evaluation import SAMPLES, pick_examples, seed_summary
+from vgg_transfer.record import RunRecord
+from vgg_transfer.selection import compute_curve
+from vgg_transfer.regimes import color
+from vgg_transfer.stats import CHANCE
 
-_palette = sns.color_palette("colorblind")
-REGIME_COLORS = {"scratch": _palette[2], "frozen": _palette[0], "finetune": _palette[1],
-                 "partial": _palette[4], "scratch_bn": _palette[3], "two_phase": _palette[5],
-                 "mlp": _palette[6]}
 CORRECT, WRONG = "#1a7f37", "#cf222e"
+GAP_HEAD = "#56b4e9"  # the GAP head's line on the resolution figure (colour-blind palette)
+
+
+def _chance(ax, vertical: bool = True) -> None:
+    """A dotted line at chance accuracy."""
+    (ax.axvline if vertical else ax.axhline)(CHANCE, color="0.4", ls=":", lw=1)
+
+
+def _percent(axis) -> None:
+    axis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
 
 
 def setup(retina: bool = True) -> None:
@@ -30,10 +40,6 @@ def setup(retina: bool = True) -> None:
             set_matplotlib_formats("retina")
         except ImportError:
             pass
-
-
-def color(regime: str):
-    return REGIME_COLORS.get(regime, "0.3")
 
 
 def _axes(ax, ncols=1, figsize=(6, 4)):
@@ -67,12 +73,50 @@ def plot_history(history: pd.DataFrame, regime: str, label: str | None = None, a
     return fig
 
 
-def plot_histories(runs: list[dict]):
+def plot_histories(runs: list[RunRecord]):
     """All runs' curves overlaid on one accuracy and one loss panel."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for run in runs:
-        plot_history(run["history"], run["metrics"]["regime"], run["metrics"]["name"], axes=axes)
+        plot_history(run.history, run.metrics.regime, run.name, axes=axes)
     axes[0].legend(fontsize="small", ncol=1)
+    return fig
+
+
+def plot_accuracy_vs_compute(runs: list[RunRecord], ax=None):
+    """Each run's validation accuracy after every epoch against the training wall time it had
+    used by then (log scale), and its test accuracy at the end (a larger marker): what a
+    fixed budget of CPU time buys with each regime."""
+    fig, (ax,) = _axes(ax, figsize=(8, 4.6))
+    for run in runs:
+        curve, regime = compute_curve(run), run.metrics.regime
+        ax.plot(curve["seconds"], curve["val_accuracy"], "-o", ms=3, color=color(regime),
+                label=f"{run.name} (validation)")
+        ax.plot(run.training_seconds, run.metrics.test_accuracy, "D", ms=9,
+                color=color(regime), markeredgecolor="black")
+    ax.set_xscale("log")
+    ax.set_xlabel("training wall time so far (s, log scale)")
+    ax.set_ylabel("accuracy")
+    _percent(ax.yaxis)
+    _chance(ax, vertical=False)
+    ax.set_title("Accuracy against compute (diamonds: test accuracy at the end)")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def _right_and_wrong(rows: tuple, n: int, height: float, label_size: float, draw):
+    """A grid of test images, correctly classified on top and misclassified below.
+
+    Args:
+        rows: what each row shows (two sequences); `draw(ax, item, colour)` fills a cell.
+    """
+    fig, axes = plt.subplots(2, n, figsize=(1.45 * n, height), squeeze=False)
+    for row, (members, name) in enumerate(zip(rows, ("correct", "incorrect"))):
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(members):
+                draw(ax, members[col], CORRECT if row == 0 else WRONG)
+        axes[row][0].text(-0.15, 0.5, name, transform=axes[row][0].transAxes, rotation=90,
+                          va="center", ha="right", fontsize=label_size, fontweight="bold")
     return fig
 
 
@@ -80,22 +124,14 @@ def plot_predictions(images: np.ndarray, true: np.ndarray, predicted: np.ndarray
                      confidence: np.ndarray | None = None, n: int = SAMPLES, seed: int = 0,
                      title: str = ""):
     """A grid: `n` correctly classified test images on top, `n` misclassified below."""
-    right, wrong = pick_examples(true, predicted, n, seed)
-    fig, axes = plt.subplots(2, n, figsize=(1.45 * n, 3.9))
-    for row, (indices, name) in enumerate(((right, "correct"), (wrong, "incorrect"))):
-        for col, ax in enumerate(axes[row]):
-            ax.axis("off")
-            if col >= len(indices):
-                continue
-            i = indices[col]
-            ax.imshow(images[i])
-            shown = f"{CLASS_NAMES[predicted[i]]}"
-            if confidence is not None:
-                shown += f" {confidence[i]:.0%}"
-            ax.set_title(f"{CLASS_NAMES[true[i]]}\n→ {shown}", fontsize=8,
-                         color=CORRECT if row == 0 else WRONG)
-        axes[row][0].text(-0.15, 0.5, name, transform=axes[row][0].transAxes, rotation=90,
-                          va="center", ha="right", fontsize=10, fontweight="bold")
+    def draw(ax, i, colour):
+        ax.imshow(images[i])
+        shown = f"{CLASS_NAMES[predicted[i]]}"
+        if confidence is not None:
+            shown += f" {confidence[i]:.0%}"
+        ax.set_title(f"{CLASS_NAMES[true[i]]}\n→ {shown}", fontsize=8, color=colour)
+
+    fig = _right_and_wrong(pick_examples(true, predicted, n, seed), n, 3.9, 10, draw)
     fig.suptitle(title or "Test images: true class → predicted class (confidence)", fontsize=11)
     fig.tight_layout()
     return fig
@@ -184,7 +220,7 @@ def plot_accuracy_bars(table: pd.DataFrame, ax=None):
     ax.set_yticks(y, table["experiment"])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.axvline(0.1, color="0.4", ls=":", lw=1)
+    _chance(ax)
     ax.text(0.102, len(table) - 0.6, "chance", fontsize=8, color="0.4")
     ax.set_xlabel("test accuracy (95% Wilson interval)")
     return fig
@@ -221,10 +257,8 @@ def plot_seed_points(frame: pd.DataFrame, order: list[str], ax=None):
     experiment (one row each), coloured by regime.
 
     Args:
-        frame: `report.runs_frame` rows (experiment, regime, test_accuracy).
+        frame: `selection.runs_frame` rows (experiment, regime, test_accuracy).
     """
-    from vgg_transfer.evaluation import seed_summary
-
     fig, (ax,) = _axes(ax, figsize=(7, 0.8 + 0.6 * len(order)))
     for y, name in enumerate(order):
         group = frame[frame["experiment"] == name]
@@ -241,9 +275,9 @@ def plot_seed_points(frame: pd.DataFrame, order: list[str], ax=None):
             ax.scatter(s["mean"], y, marker="D", color=c, s=50, zorder=4)
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
-    ax.axvline(0.1, color="0.4", ls=":", lw=1)
+    _chance(ax)
     ax.set_xlabel("test accuracy (dots: seeds; diamond: mean with 95% t interval)")
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    _percent(ax.xaxis)
     return fig
 
 
@@ -253,7 +287,7 @@ def plot_data_efficiency(table: pd.DataFrame, x: str = "train_n", ax=None,
     the 95% t interval as a band.
 
     Args:
-        table: `studies.by_setting` rows (experiment, regime, x, mean, sd, n, ci_low, ci_high).
+        table: `stats.by_setting` rows (experiment, regime, x, mean, sd, n, ci_low, ci_high).
     """
     fig, (ax,) = _axes(ax, figsize=(7.5, 4.6))
     for name, group in table.groupby("experiment", sort=False):
@@ -267,8 +301,8 @@ def plot_data_efficiency(table: pd.DataFrame, x: str = "train_n", ax=None,
     ax.set_xticks(sorted(table[x].unique()))
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-    ax.axhline(0.1, color="0.4", ls=":", lw=1)
+    _percent(ax.yaxis)
+    _chance(ax, vertical=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.legend(title="experiment", fontsize="small")
@@ -279,7 +313,7 @@ def plot_data_efficiency(table: pd.DataFrame, x: str = "train_n", ax=None,
 def plot_resolution(table: pd.DataFrame):
     """Accuracy (left) and feature-extraction cost (right) against input size, per head."""
     fig, (ax_acc, ax_cost) = plt.subplots(1, 2, figsize=(11, 4))
-    styles = {"flatten": ("-o", REGIME_COLORS["frozen"]), "gap": ("--s", _palette[9])}
+    styles = {"flatten": ("-o", color("frozen")), "gap": ("--s", GAP_HEAD)}
     for head, group in table.groupby("head", sort=False):
         style, c = styles.get(head, ("-^", "0.3"))
         ax_acc.errorbar(group["input size"], group["mean"], yerr=group["sd"].fillna(0),
@@ -292,7 +326,7 @@ def plot_resolution(table: pd.DataFrame):
     for ax in (ax_acc, ax_cost):
         ax.set_xticks(sorted(table["input size"].unique()))
         ax.set_xlabel("input size (pixels per side, upsampled from 32)")
-    ax_acc.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    _percent(ax_acc.yaxis)
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title("Accuracy (mean ± sd; band: 95% t interval)")
     ax_acc.legend(fontsize="small")
@@ -302,7 +336,24 @@ def plot_resolution(table: pd.DataFrame):
     return fig
 
 
-def plot_reliability(bins: dict[str, pd.DataFrame], regimes: dict[str, str]):
+def plot_depth(table: pd.DataFrame):
+    """Test accuracy against training time, one point per block fine-tuning starts from."""
+    fig, (ax,) = _axes(None, figsize=(7, 4.2))
+    ax.errorbar(table["training (s)"], table["mean"], yerr=table["sd"].fillna(0), fmt="-o",
+                color=color("finetune"), capsize=4)
+    for _, row in table.iterrows():
+        ax.annotate(f"from block {int(row['unfreeze from block'])}",
+                    (row["training (s)"], row["mean"]), textcoords="offset points",
+                    xytext=(6, -12), fontsize="small")
+    ax.set_xscale("log")
+    ax.set_xlabel("training wall time (s, log scale; cached block outputs included)")
+    ax.set_ylabel("test accuracy")
+    _percent(ax.yaxis)
+    ax.set_title("How deep to fine-tune, at the same images seen")
+    return fig
+
+
+def plot_reliability(bins: dict[str, pd.DataFrame], regime_of: dict[str, str]):
     """Reliability diagrams: accuracy against confidence per bin, one panel per experiment.
 
     The diagonal is perfect calibration; bars below it are over-confidence. The grey bars
@@ -315,7 +366,7 @@ def plot_reliability(bins: dict[str, pd.DataFrame], regimes: dict[str, str]):
     for ax, (name, table) in zip(axes.flat, bins.items()):
         width = table["high"] - table["low"]
         ax.bar(table["low"], table["accuracy"].fillna(0), width=width, align="edge",
-               color=color(regimes[name]), alpha=0.8, edgecolor="white", label="accuracy")
+               color=color(regime_of[name]), alpha=0.8, edgecolor="white", label="accuracy")
         share = table["count"] / max(table["count"].sum(), 1)
         ax.bar(table["low"], share * 0.25, width=width, align="edge", color="0.6", alpha=0.6,
                label="share of predictions (×¼)")
@@ -372,47 +423,41 @@ def plot_gradcam_samples(images: np.ndarray, true: np.ndarray, cam: dict, title:
     """One model's sample predictions (right on top, wrong below) with their heatmaps."""
     right = np.flatnonzero(cam["set"] == "right")
     wrong = np.flatnonzero(cam["set"] == "wrong")
-    n = max(len(right), len(wrong), 1)
-    fig, axes = plt.subplots(2, n, figsize=(1.45 * n, 3.7), squeeze=False)
-    for row, (members, name) in enumerate(((right, "correct"), (wrong, "incorrect"))):
-        for col, ax in enumerate(axes[row]):
-            ax.axis("off")
-            if col >= len(members):
-                continue
-            j = members[col]
-            i = int(cam["indices"][j])
-            ax.imshow(images[i])
-            ax.imshow(cam["heatmaps"][j].astype(float), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            ax.set_title(f"{CLASS_NAMES[true[i]]}\n→ {CLASS_NAMES[cam['predicted'][j]]}",
-                         fontsize=7.5, color=CORRECT if row == 0 else WRONG)
-        axes[row][0].text(-0.15, 0.5, name, transform=axes[row][0].transAxes, rotation=90,
-                          va="center", ha="right", fontsize=9, fontweight="bold")
+
+    def draw(ax, j, colour):
+        i = int(cam["indices"][j])
+        ax.imshow(images[i])
+        ax.imshow(cam["heatmaps"][j].astype(float), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(f"{CLASS_NAMES[true[i]]}\n→ {CLASS_NAMES[cam['predicted'][j]]}",
+                     fontsize=7.5, color=colour)
+
+    fig = _right_and_wrong((right, wrong), max(len(right), len(wrong), 1), 3.7, 9, draw)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def plot_validation_side_by_side(groups: dict[str, list[dict]]):
+def plot_validation_side_by_side(groups: dict[str, list[RunRecord]]):
     """Validation accuracy per epoch, one panel per experiment and one line per seed, with
     chance marked; for two-phase runs a dotted line marks where the base was unfrozen."""
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), sharey=True,
                              squeeze=False)
     for ax, (name, runs) in zip(axes[0], groups.items()):
         for run in runs:
-            history = run["history"]
-            c = color(run["metrics"]["regime"])
+            history = run.history
+            c = color(run.metrics.regime)
             ax.plot(history["epoch"], history["val_accuracy"], "-o", ms=3, color=c, alpha=0.8,
-                    label=f"seed {run['config']['seed']}")
+                    label=f"seed {run.seed}")
             if "phase" in history:
                 switch = history.loc[history["phase"] == 2, "epoch"]
                 if len(switch):
                     ax.axvline(switch.iloc[0] - 0.5, color=c, ls=":", lw=1)
-        ax.axhline(0.1, color="0.4", ls=":", lw=1)
+        _chance(ax, vertical=False)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize="x-small")
     axes[0][0].set_ylabel("validation accuracy")
-    axes[0][0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    _percent(axes[0][0].yaxis)
     fig.tight_layout()
     return fig
