@@ -1,8 +1,10 @@
-"""Command line: `python -m vgg_transfer {run,build,report,clean,list}`.
+"""Command line: `python -m vgg_transfer {run,build,report,clean,list,evaluate}`.
 
     python -m vgg_transfer report --profile quick      # run the experiments, build the site
     python -m vgg_transfer run --profile quick --only frozen --set epochs=2
     python -m vgg_transfer build --profile quick       # pages + site from finished runs
+    python -m vgg_transfer run --profile study_gpu --workers 4   # the runs on 4 GPUs (Dask)
+    python -m vgg_transfer evaluate outputs/quick/runs/finetune --data DIR  # a saved model
     python -m vgg_transfer clean
 """
 
@@ -36,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config value for every experiment (repeatable)")
             p.add_argument("--force", action="store_true", help="re-run even unchanged runs")
+            where = p.add_mutually_exclusive_group()
+            where.add_argument("--workers", type=int, default=None, metavar="N",
+                               help="run the runs on a local Dask cluster of N workers "
+                                    "(one per GPU when there are GPUs)")
+            where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                               help="run the runs on a running Dask cluster "
+                                    "(e.g. tcp://host:8786); the outputs folder must be on "
+                                    "a filesystem every worker sees")
 
     common(sub.add_parser("run", help="run a profile's experiments"))
     build = sub.add_parser("build", help="build the book from finished runs")
@@ -48,7 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove outputs and the built site")
     clean.add_argument("--profile", default=None, help="only this profile's runs")
     sub.add_parser("list", help="list the profiles and their experiments")
+    evaluate = sub.add_parser("evaluate", help="score a run's saved model on another test set")
+    evaluate.add_argument("run_dir", type=Path, help="a run folder holding model.keras")
+    evaluate.add_argument("--data", required=True, type=Path,
+                          help="a cifar-10-batches-py folder (its test_batch is scored)")
     return parser
+
+
+def _evaluate(args) -> int:
+    """`evaluate RUN_DIR --data DIR`: one line with the accuracy, the result in a file."""
+    from vgg_transfer import rescore
+    from vgg_transfer.artifacts import read_json
+
+    out = rescore.evaluate_saved(args.run_dir, args.data)
+    result = read_json(out)
+    low, high = result["test_accuracy_ci95"]
+    print(f"{result['run']}: test accuracy {result['test_accuracy']:.2%} on "
+          f"{result['test_n']:,} images (95% CI {low:.2%}–{high:.2%}); written to {out}")
+    return 0
 
 
 def _check_profile(args) -> None:
@@ -59,11 +86,11 @@ def _check_profile(args) -> None:
 
 class _CellBanners(logging.Filter):
     """Keep the notebooks' own lines (one per epoch); drop papermill's per-cell banners,
-    object reprs of displayed tables, TensorFlow's info chatter and blank lines."""
+    object reprs of displayed tables and blank lines. (TensorFlow's C++ start-up lines never
+    reach the cells: see `runner.execute`.)"""
 
     BANNERS = ("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
-               "Output Notebook", "Working directory", "Black is not", "I0000 ", "E0000 ",
-               "WARNING: All log messages before", "<Figure size")
+               "Output Notebook", "Working directory", "Black is not", "<Figure size")
 
     def filter(self, record):
         lines = [line for line in record.getMessage().splitlines()
@@ -96,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in runner.clean(args.profile):
                 print(f"removed {path}")
             return 0
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "list":
             spec = load_experiments()
             for name in profile_names(spec):
@@ -106,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "report"):
             outcomes = runner.run_experiments(args.profile, parse_set(args.set), args.only,
                                               args.kernel, args.force, args.experiments,
-                                              outputs=args.outputs or runner.OUTPUTS)
+                                              outputs=args.outputs or runner.OUTPUTS,
+                                              workers=args.workers, scheduler=args.scheduler)
             failed = [o for o in outcomes if o.status == "failed"]
             print("\nsummary: " + ", ".join(f"{o.name} {o.status}" for o in outcomes))
         if args.command in ("build", "report"):
