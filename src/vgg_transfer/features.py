@@ -110,7 +110,6 @@ def block_outputs(built: Built, images: np.ndarray, batch_size: int,
                     if (f := _read(cache.path(split, j), len(images), j)) is not None), None)
     if earlier is None and blocks > KEPT_ON_THE_WAY and cache.path(split, blocks) is not None:
         earlier = block_outputs(built, images, batch_size, cache, split, KEPT_ON_THE_WAY)
-        earlier.hit = True  # its cost is its own file's; this boundary's starts from it
     start = time.perf_counter()
     if earlier is not None:
         values = segment(built, earlier.blocks, blocks).predict(
