@@ -83,18 +83,24 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     assert next(p for p in extended if p.cfg.regime == "scratch_bn").cfg.augment
     for profile in ("smoke_study", "study", "study_gpu"):
         points = resolve_profile(spec, profile, env=env)
+        studies = profile_studies(spec, profile)
         seeds = {}
-        for p in points:  # every setting of a compared experiment runs at several seeds
-            if p.experiment != "depth":  # one seed: no test compares its points
+        for p in points:  # every reference setting the seeds study compares: several seeds
+            if p.experiment in studies["seeds"] and p.reference:
                 seeds.setdefault(p.name.rsplit("-s", 1)[0], set()).add(p.cfg.seed)
-        assert not any(p.cfg.save_model for p in points)  # grid points keep no model
+        assert not any(p.cfg.save_model for p in points if p.axes)  # grid points keep no model
         assert min(len(s) for s in seeds.values()) >= 2
-        assert set(profile_studies(spec, profile)) == set(STUDIES)
+        assert set(studies) == set(STUDIES)
         assert profile_compare(spec, profile) == ["scratch", "frozen", "finetune"]
     study = resolve_profile(spec, "study", env=env)
-    sizes = {p.cfg.train_size for p in study if p.experiment == "scratch_bn"}
-    assert sizes == {500, 2000, 6000}
+    # data efficiency: the same 9,000 images seen by scratch_bn at every size
+    budgets = {(p.cfg.train_size, p.cfg.epochs) for p in study if p.experiment == "scratch_bn"}
+    assert budgets == {(500, 18), (2000, 5), (9000, 1)}
     assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64, 96}
+    # the depth study's fine-tuning from block 1 is the finetune run at the same budget
+    depth = [p.cfg for p in study if p.experiment in profile_studies(spec, "study")["depth"]]
+    assert {c.unfreeze_from for c in depth} == {5, 4, 3, 1}
+    assert {(c.train_size, c.epochs, c.seed) for c in depth} == {(9000, 1, 0)}
 
 
 def test_cli_rejects_bad_profile():

@@ -291,7 +291,9 @@ def test_discussion_pages_say_what_the_build_measured():
                          "two_phase"], "protocol": ["mlp", "partial", "frozen", "finetune"],
                "data_efficiency": ["scratch_bn", "frozen"]}
     limits = sentences.limitations(runs, studies)
-    assert limits.startswith("- **Budget.** The largest run of this build saw 4,000 ")
+    assert limits.startswith("- **Budgets, not convergence.** Still improving when their "
+                             "budget ran out")
+    assert "the whole network saw 4,000 images, 1% of the 450,000" in limits
     assert "**Few seeds.** 2 seeds per point" in limits and "±12.71 standard errors" in limits
     assert "**Many comparisons.** The seeds study runs 21 pairwise tests" in limits
     better = sentences.improvements(runs, studies)

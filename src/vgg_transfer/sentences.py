@@ -14,7 +14,8 @@ from vgg_transfer import original, regimes, stats
 from vgg_transfer.evaluation import wilson_interval
 from vgg_transfer.original import FULL_PROTOCOL_IMAGES
 from vgg_transfer.record import RunRecord
-from vgg_transfer.selection import at, compute_curve, of_experiments, reference_runs, runs_frame
+from vgg_transfer.selection import (at, compute_curve, ending, feature_cost, of_experiments,
+                                    reference_runs, runs_frame, training_cost)
 from vgg_transfer.words import accuracy_cell, bullets, phrase, plural, summary_cell
 
 ALPHA = 0.05
@@ -267,6 +268,49 @@ def data_efficiency_sentences(runs: list[RunRecord], experiments: list[str]) -> 
     return where_transfer_pays(runs, baseline, [e for e in experiments if e != baseline])
 
 
+def _how_it_ended(run: RunRecord) -> str:
+    if ending(run) == "plateau":
+        return "plateau"
+    return "budget, still improving" if still_improving(run) else "budget, past its best"
+
+
+def _point_endings(runs: list[RunRecord]) -> str:
+    """"plateau", or "2× plateau, 1× budget, still improving" over a point's seeds."""
+    ended = [_how_it_ended(run) for run in runs]
+    if len(set(ended)) == 1:
+        return ended[0] if len(ended) == 1 else f"all {ended[0]}"
+    return ", ".join(f"{ended.count(e)}× {e}" for e in dict.fromkeys(ended))
+
+
+def endings_by_size(runs: list[RunRecord], experiments: list[str]) -> list[str]:
+    """Per experiment, how its runs at each training-set size ended (a validation plateau,
+    or the budget: still improving or past its best) and the optimizer steps they took."""
+    lines = []
+    for name in experiments:
+        sizes: dict[int, list[RunRecord]] = {}
+        for run in sorted(of_experiments(runs, [name]), key=lambda r: r.metrics.train_n):
+            sizes.setdefault(run.metrics.train_n, []).append(run)
+        parts = [f"{size:,} images: {_span(pd.Series([r.metrics.steps for r in group]), 'step')}"
+                 f" ({_point_endings(group)})" for size, group in sizes.items()]
+        if parts:
+            lines.append(f"**{name}**: " + "; ".join(parts))
+    return lines
+
+
+def budget_caveat(runs: list[RunRecord], experiments: list[str]) -> str:
+    """Whether the data-efficiency curves are about data: every point on its plateau, or
+    which points ran out of budget while still improving."""
+    rising = [run for run in of_experiments(runs, experiments) if still_improving(run)]
+    if not rising:
+        return ("Every point stopped on a validation plateau or had passed its best before "
+                "its budget ran out: the differences between sizes are about data, not steps.")
+    points = sorted({(run.experiment, run.metrics.train_n) for run in rising})
+    named = ", ".join(f"{name} at {size:,} images" for name, size in points)
+    return (f"Still improving when the budget ran out: {named}. More training would raise "
+            "these points, so a gap there mixes data with budget; the other points reached "
+            "their plateau or had passed their best.")
+
+
 def seed_noise_sentence(runs: list[RunRecord], experiments: list[str]) -> str:
     noise = stats.seed_noise(runs, experiments)
     if noise is None:
@@ -362,13 +406,50 @@ def gradcam_sentence(runs: list[RunRecord], experiments: list[str]) -> str:
 
 # ---------------------------------------------------------------- the limitations page
 
-def _limit_budget(frame: pd.DataFrame) -> str:
-    seen = (frame["train_n"] * frame["epochs"]).max()
-    return (f"**Budget.** The largest run of this build saw {seen:,.0f} training images "
-            f"({phrase(frame['train_n'], 'image')}, {phrase(frame['epochs'], 'epoch')}); "
-            f"the original protocol sees {FULL_PROTOCOL_IMAGES:,} per regime. Regimes that "
-            "learn slowly, from scratch above all, are furthest from what they would reach, "
-            "and the ranking can change with more data and epochs.")
+def still_improving(run: RunRecord) -> bool:
+    """Did a run use its whole budget with its validation accuracy best in its last epoch?"""
+    return ending(run) == "budget" and run.metrics.best_val_epoch == len(run.history)
+
+
+def _run_budget(run: RunRecord) -> str:
+    m = run.metrics
+    return f"**{m.name}** ({m.steps:,} steps, {m.images_seen:,} images seen)"
+
+
+def _trains_whole_network(run: RunRecord) -> bool:
+    """Did every phase of the run train the whole convolutional base (as it was configured)?"""
+    return (regimes.get(run.metrics.regime).base != "none"
+            and all(phase["frozen_blocks"] == 0 for phase in run.metrics.phases))
+
+
+def _limit_budget(runs: list[RunRecord]) -> str:
+    reference = [run for run in runs if run.metrics.reference]
+    rising = [_run_budget(run) for run in reference if still_improving(run)]
+    level = [f"**{run.metrics.name}**" for run in reference if ending(run) == "plateau"]
+    whole = [run.metrics.images_seen for run in reference if _trains_whole_network(run)]
+    text = "**Budgets, not convergence.** "
+    if rising:
+        text += (f"Still improving when their budget ran out (best validation accuracy in "
+                 f"the last epoch): {', '.join(rising)}. More training would raise them, "
+                 "and the ranking can change. ")
+    if level:
+        text += f"Stopped on a validation plateau: {', '.join(level)}. "
+    if whole:
+        text += (f"The regimes that train the whole network saw {phrase(whole, 'image')}, "
+                 f"{max(whole) / FULL_PROTOCOL_IMAGES:.0%} of the {FULL_PROTOCOL_IMAGES:,} the "
+                 "original protocol gives each regime.")
+    return text.rstrip()
+
+
+def _limit_compute(runs: list[RunRecord]) -> str:
+    """Whether the reference runs had very different training times."""
+    reference = sorted((run for run in runs if run.metrics.reference), key=training_cost)
+    if len(reference) < 2 or training_cost(reference[-1]) < 2 * training_cost(reference[0]):
+        return ""
+    times = ", ".join(f"{run.metrics.name} {training_cost(run):,.0f} s" for run in reference)
+    return ("**Unequal compute.** The regimes are compared at the budgets declared for them, "
+            f"not at equal training time ({times}); the accuracy-against-compute figure on "
+            "the comparison page puts them on one time axis.")
 
 
 def _limit_test_set(test_n: int) -> str:
@@ -378,10 +459,20 @@ def _limit_test_set(test_n: int) -> str:
             "paired test to be read at all, and classes are not exactly balanced.")
 
 
-def _limit_seeds(seeds: int) -> str:
-    if seeds == 1:
+def _limit_seeds(runs: list[RunRecord]) -> str:
+    per_point = stats.seeds_per_point(runs)
+    seeds = int(per_point.min())
+    if int(per_point.max()) == 1:
         return ("**One seed.** Each setting ran once: the intervals capture the test set's "
                 "sampling noise, not the run-to-run variation of training.")
+    if seeds == 1:
+        by_experiment = per_point.groupby(level="experiment").min()
+        once = [name for name, n in by_experiment.items() if n == 1]
+        more = [f"{name} ({n})" for name, n in by_experiment.items() if n > 1]
+        return (f"**One seed for the costly runs.** {', '.join(once)} ran once: their "
+                "intervals capture the test set's sampling noise, not the run-to-run "
+                f"variation of training. Seeds where they cost little: {', '.join(more)}; the "
+                "seeds page measures that variation.")
     return (f"**Few seeds.** {seeds} seeds per point: the 95% t interval of a mean over "
             f"{seeds} runs is ±{stats.t_quantile(seeds):.2f} standard errors wide, so the "
             "intervals in the tables are wide by construction.")
@@ -437,11 +528,10 @@ def _limit_calibration(test_n: int) -> str:
 
 def limitations(runs: list[RunRecord], studies: dict[str, list[str]]) -> str:
     """What the numbers of a build can and cannot say, as markdown bullets."""
-    frame = runs_frame(runs)
-    test_n = int(frame["test_n"].iloc[0])
-    seeds = int(stats.seeds_per_point(runs).min())
-    lines = [_limit_budget(frame), _limit_test_set(test_n), _limit_seeds(seeds)]
-    if seeds > 1:
+    test_n = runs[0].metrics.test_n
+    lines = [_limit_budget(runs), _limit_compute(runs), _limit_test_set(test_n),
+             _limit_seeds(runs)]
+    if int(stats.seeds_per_point(runs).max()) > 1:
         lines.append(_limit_comparisons(runs, studies.get("seeds")))
     lines.append(_limit_weights(runs))
     if "resolution" in studies:
@@ -512,14 +602,36 @@ def _better_calibration(runs: list[RunRecord], experiments: list[str]) -> str:
             f"(ECE {worst['ECE']:.3f}).")
 
 
-def _better_unfreezing(runs: list[RunRecord]) -> str:
+def _last_gain(run: RunRecord) -> str:
+    val = run.history["val_accuracy"].to_numpy()
+    if len(val) < 2:
+        return f"{_run_budget(run)} reached {val[-1]:.1%} after its only epoch"
+    return (f"{_run_budget(run)} gained {(val[-1] - val[-2]) * 100:.1f} points of validation "
+            f"accuracy in its last epoch, to {val[-1]:.1%}")
+
+
+def _better_budget(runs: list[RunRecord]) -> str:
+    rising = [run for run in runs if run.metrics.reference and still_improving(run)]
+    if not rising:
+        return ""
+    return ("**Longer training where it still paid.** " + "; ".join(map(_last_gain, rising))
+            + ". Each ran out of budget, not out of progress: `early_stopping` with a larger "
+            "`epochs` would train it to its plateau.")
+
+
+def _better_unfreezing(runs: list[RunRecord], studies: dict[str, list[str]]) -> str:
+    if "depth" in studies:
+        found = depth_sentence(runs, studies["depth"])
+        return (f"**The best depth, on more data.** {found} Every start was trained on the "
+                "same images seen; whether the ranking holds at the original's budget is "
+                "what `study_gpu` would show.") if found else ""
     two = stats.summary_of(runs, "two_phase")
     if two is None:
         return ""
     first = min(run.config.unfreeze_from for run in reference_runs(runs, "two_phase"))
     return (f"**How much to unfreeze.** Two-phase fine-tuning here unfroze blocks {first}–5 "
-            f"(test accuracy {summary_cell(two)}); `unfreeze_from` is a parameter, and a sweep "
-            "over it would show how much of the base is worth adapting.")
+            f"(test accuracy {summary_cell(two)}); the depth study (`depth`, in the `study` "
+            "profile) compares starting blocks at equal images seen.")
 
 
 def _better_weights(runs: list[RunRecord]) -> str:
@@ -544,7 +656,8 @@ def improvements(runs: list[RunRecord], studies: dict[str, list[str]]) -> str:
         lines.append(_better_resolution(runs, studies["resolution"]))
     if "calibration" in studies:
         lines.append(_better_calibration(runs, studies["calibration"]))
-    lines += [_better_unfreezing(runs), _better_weights(runs), SCHEDULES]
+    lines += [_better_budget(runs), _better_unfreezing(runs, studies), _better_weights(runs),
+              SCHEDULES]
     return bullets(lines)
 
 
@@ -567,13 +680,41 @@ def _data_findings(runs: list[RunRecord], experiments: list[str]) -> str:
             "size: " + " ".join(found))
 
 
+def _bought(run: RunRecord) -> str:
+    features = feature_cost(run)
+    how = ("computed" if run.timings.feature_images
+           else "read from the cache, charged at the rate measured when it was filled")
+    cached = f", {features:,.0f} s of it the frozen blocks' outputs ({how})" if features >= 1 else ""
+    return (f"**{run.metrics.name}** {run.metrics.test_accuracy:.1%} for "
+            f"{training_cost(run):,.0f} s of training{cached}, "
+            f"{run.metrics.steps:,} steps, {run.metrics.images_seen:,} images seen")
+
+
+def cost_answer(runs: list[RunRecord], experiments: list[str]) -> str:
+    """What each compared regime's reference run bought with its training time, and how the
+    best one's images seen and time compare with one-phase fine-tuning's."""
+    chosen = sorted((run for name in experiments for run in reference_runs(runs, name)[:1]),
+                    key=lambda run: -run.metrics.test_accuracy)
+    if len(chosen) < 2:
+        return ""
+    text = "What the training time bought: " + "; ".join(map(_bought, chosen)) + "."
+    best, whole = chosen[0], next((r for r in chosen if r.metrics.regime == "finetune"), None)
+    if whole is not None and best is not whole and training_cost(whole) > 0:
+        text += (f" **{best.metrics.name}** saw "
+                 f"{best.metrics.images_seen / whole.metrics.images_seen:.0f}× the images "
+                 f"of {whole.metrics.name} in {training_cost(best) / training_cost(whole):.1f}"
+                 "× its time: frozen blocks computed once make each further epoch cheap.")
+    return text
+
+
 STUDY_FINDINGS = {"seeds": seed_noise_sentence, "resolution": resolution_sentence,
+                  "depth": depth_sentence,
                   "calibration": calibration_sentence, "gradcam": gradcam_sentence}
 
 
 def conclusion(runs: list[RunRecord], studies: dict[str, list[str]], compare: list[str]) -> str:
     """The answer to the report's question, then what each study adds, as markdown bullets."""
-    lines = [answer(runs, studies.get("seeds") or compare)]
+    lines = [answer(runs, studies.get("protocol") or compare), cost_answer(runs, compare)]
     if "protocol" in studies:
         lines += _protocol_findings(runs)
     if "data_efficiency" in studies:
