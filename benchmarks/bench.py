@@ -9,9 +9,13 @@ Measures, on the same random images and batches:
 - training and inference images/s for each regime;
 - optionally mixed_bfloat16 against float32 for a full training step;
 - with a CIFAR-10 folder: the frozen regime's test accuracy, cached vs on the fly;
-- peak resident memory of the process.
+- peak resident memory of the process;
+- every installed Keras backend side by side (TensorFlow, JAX, PyTorch): VGG16 at 32x32
+  trained with Adam (every layer) and inferring, images/s, each backend in a process of its
+  own, since Keras fixes its backend when it is imported (`--backends` picks them).
 
-Each timing excludes a warm-up (graph tracing) and covers only the work it names.
+The rest runs on the backend this process loaded (KERAS_BACKEND; TensorFlow by default).
+Each timing excludes a warm-up (graph tracing, compilation) and covers only the work it names.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 import vgg_transfer  # noqa: F401  (sets the oneDNN switch before TensorFlow loads)
-from vgg_transfer import artifacts
+from vgg_transfer import artifacts, backend
 from vgg_transfer.config import PROJECT_ROOT
 from vgg_transfer.models import build_model, compile_model, stem, top
 from vgg_transfer.training import one_hot, set_seed
@@ -107,7 +113,42 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
     results["peak_rss_mb"] = artifacts.peak_rss_mb()
     results["hardware"] = artifacts.hardware()
     results["packages"] = artifacts.package_versions()
+    results["backend"] = backend.describe()
     return results
+
+
+def backend_speed(n: int, batch_size: int) -> dict:
+    """VGG16 at 32x32 (random init, every layer trained, Adam) on the backend this process
+    loaded: training and inference images/s, with the backend's name, version and
+    determinism."""
+    x, labels = images(n)
+    y = one_hot(labels)
+    set_seed(0)
+    built = build_model("finetune", "none")
+    compile_model(built.model, 1e-4)
+    train_s = fit_epoch_seconds(built.model, x, y, batch_size)
+    infer_s = predict_seconds(built.model, x, batch_size)
+    return {**backend.describe(), "train_images_per_s": n / train_s,
+            "inference_images_per_s": n / infer_s}
+
+
+def backend_speeds(names: list[str], n: int, batch_size: int) -> dict:
+    """`backend_speed` for each backend, each in a child process started with KERAS_BACKEND
+    set to it. A backend that fails gets its error instead of numbers."""
+    out = {}
+    for name in names:
+        child = subprocess.run(
+            [sys.executable, __file__, "--one-backend", "--images", str(n),
+             "--batch-size", str(batch_size)],
+            env={**os.environ, backend.ENV: name}, capture_output=True, text=True, check=False)
+        lines = child.stdout.strip().splitlines()
+        if child.returncode == 0 and lines:
+            out[name] = json.loads(lines[-1])
+        else:
+            error = (child.stderr.strip().splitlines() or ["no output"])[-1]
+            out[name] = {"name": name, "error": error[:300]}
+        print(f"backend {name}: {json.dumps(out[name])}", flush=True)
+    return out
 
 
 def accuracy_check(data_dir: str, weights: str, n: int, epochs: int, bf16: bool) -> dict:
@@ -170,8 +211,23 @@ def table(results: dict) -> str:
         if "cached_bf16_test_accuracy" in a:
             lines.append(f"{'frozen test accuracy, cached, mixed_bfloat16':<52}"
                          f"{a['cached_bf16_test_accuracy']:>12.4f}")
+    lines += backend_lines(results.get("backends", {}))
     lines.append(f"{'peak resident memory, MB':<52}{results['peak_rss_mb']:>12.0f}")
     return "\n".join(lines)
+
+
+def backend_lines(backends: dict) -> list[str]:
+    """Two lines per backend (training and inference images/s), or one with its error."""
+    lines = []
+    for name, row in backends.items():
+        if "error" in row:
+            lines.append(f"{name + ': failed':<52}{row['error'][:60]}")
+            continue
+        label = f"{name} {row['version']}"
+        lines += [f"{label + ' VGG16 training, images/s':<52}{row['train_images_per_s']:>12.1f}",
+                  f"{label + ' VGG16 inference, images/s':<52}"
+                  f"{row['inference_images_per_s']:>12.1f}"]
+    return lines
 
 
 def main() -> None:
@@ -185,11 +241,22 @@ def main() -> None:
     parser.add_argument("--weights", default=os.environ.get("WEIGHTS", "hed-bsds500"))
     parser.add_argument("--check-images", type=int, default=2000)
     parser.add_argument("--check-epochs", type=int, default=3)
+    parser.add_argument("--backends", default=",".join(backend.installed()),
+                        help="Keras backends to compare, comma-separated (default: every "
+                             "installed one; empty: none)")
+    parser.add_argument("--one-backend", action="store_true",
+                        help="only print this process's backend's speeds as JSON (how "
+                             "--backends measures each backend)")
     args = parser.parse_args()
+    if args.one_backend:
+        print(json.dumps(backend_speed(args.images, args.batch_size)))
+        return
     results = bench(args.images, args.batch_size, args.bf16)
     if args.data_dir:
         results["accuracy"] = accuracy_check(args.data_dir, args.weights, args.check_images,
                                              args.check_epochs, args.bf16)
+    names = [name.strip() for name in args.backends.split(",") if name.strip()]
+    results["backends"] = backend_speeds(names, args.images, args.batch_size)
     artifacts.write_json(Path(args.out), results)
     print("\n" + table(results))
     print(f"\nwritten: {args.out}")

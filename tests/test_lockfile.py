@@ -62,3 +62,34 @@ def test_the_project_lock_pins_the_dependencies_with_hashes():
         assert name in pins, name
     assert text.count("==") == len(pins)  # a pin on every line that has one, nothing else
     assert text.count("--hash=sha256:") >= len(pins)
+
+
+def test_the_jax_lock_is_the_main_lock_plus_jax():
+    """lock-jax.txt (make venv EXTRAS=jax) pins what lock.txt pins, at the same versions, and
+    JAX, all with hashes."""
+    main = lockfile.read_lock(lockfile.LOCK)
+    path = lockfile.EXTRA_LOCKS["jax"]
+    jax = lockfile.read_lock(path)
+    assert {name: jax.get(name) for name in main} == main
+    assert {"jax", "jaxlib"} <= set(jax) - set(main)
+    text = path.read_text()
+    assert text.count("==") == len(jax) and text.count("--hash=sha256:") >= len(jax)
+
+
+def test_the_lock_read_is_the_one_of_the_installed_extras(monkeypatch):
+    versions = {"jax": "0.10.2", "torch": None}
+    real = lockfile.installed_version
+    monkeypatch.setattr(lockfile, "installed_version",
+                        lambda name: versions[name] if name in versions else real(name))
+    assert lockfile.current_lock() == lockfile.EXTRA_LOCKS["jax"]
+    versions["jax"] = None
+    assert lockfile.current_lock() == lockfile.LOCK
+
+
+def test_an_unlocked_extra_that_is_installed_is_named(tmp_path, monkeypatch):
+    path = _lock(tmp_path, f"pyyaml=={importlib.metadata.version('pyyaml')}\n")
+    real = lockfile.installed_version
+    monkeypatch.setattr(lockfile, "installed_version",
+                        lambda name: "2.15.0" if name == "torch" else real(name))
+    note = lockfile.lock_differences(path).attrs["note"]
+    assert note.endswith("Installed without a lock: torch 2.15.0.")

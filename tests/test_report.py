@@ -45,7 +45,9 @@ TIMINGS = Timings(data_seconds=0.1, build_seconds=0.1, train_seconds=10.0, featu
 def _provenance(seed: int, train_n: int, test_n: int) -> Provenance:
     return Provenance(data={"kind": "folder", "path": None, "train": 50, "test": test_n},
                       split={"train_n": train_n, "val_n": 500, "seed": seed},
-                      weights={"name": "none", "sha256": None}, packages={},
+                      weights={"name": "none", "sha256": None},
+                      backend={"name": "tensorflow", "version": "2.21.0", "packages": {},
+                               "deterministic": True}, packages={},
                       hardware={"cpu": "test", "cpu_count": 1, "gpus": []}, git={},
                       wall_seconds=12.0, peak_rss_mb=100.0, finished="")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vgg_transfer import backend
 from vgg_transfer.config import PROJECT_ROOT
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scipy", "matplotlib", "seaborn",
@@ -68,12 +69,17 @@ def read_json(path: Path):
 
 
 def package_versions() -> dict:
+    """Python's and PACKAGES' versions (None: not installed), then the packages of every
+    other Keras backend that is installed (jax, jaxlib, torch)."""
     versions = {"python": sys.version.split()[0]}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    for name in backend.NAMES:
+        versions.update({package: version for package, version in backend.versions(name).items()
+                         if version and package not in versions})
     return versions
 
 
@@ -87,22 +93,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_names() -> list[str]:
-    """Names of the GPUs TensorFlow sees (empty on a CPU-only machine)."""
-    import tensorflow as tf
-
-    names = []
-    for device in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(device)
-        names.append(details.get("device_name", device.name))
-    return names
-
-
 def hardware() -> dict:
     import psutil
 
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpus": gpu_names()}
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "gpus": backend.gpu_names()}
 
 
 def git_state(root: Path = PROJECT_ROOT) -> dict:

@@ -30,7 +30,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from vgg_transfer import artifacts, sweep
+from vgg_transfer import artifacts, backend, sweep
 from vgg_transfer.config import ConfigError, Point
 from vgg_transfer.sweep import Outcome
 
@@ -155,7 +155,8 @@ def run_task(point: Point, runs_dir: str, key: str, force: bool) -> tuple[Outcom
     random generator while a task runs (here: several times in 5 s), and Keras draws the
     seeds of initializers given none from it after `keras.utils.set_random_seed`; in the
     worker itself the same run gave different weights each time. A fresh process per run is
-    also what a sequential run gets (a notebook kernel), and it hands a GPU's memory back.
+    also what a sequential run gets (a notebook kernel), and it hands a GPU's memory back,
+    and it runs the Keras backend the run's config names (KERAS_BACKEND in its environment).
     """
     from distributed import get_worker
 
@@ -169,7 +170,8 @@ def run_task(point: Point, runs_dir: str, key: str, force: bool) -> tuple[Outcom
         child = subprocess.run(
             [sys.executable, "-m", "vgg_transfer.cluster", str(os.getpid())],
             input=pickle.dumps((point, str(folder), key, force)), stdout=log,
-            stderr=subprocess.STDOUT, check=False)
+            stderr=subprocess.STDOUT, check=False,
+            env={**os.environ, backend.ENV: point.cfg.backend})  # Keras reads it at import
     seconds = time.perf_counter() - start
     failed = folder / f"{point.name}.failed"
     if child.returncode == 0 and sweep.is_current(folder / point.name, key):

@@ -3,7 +3,7 @@
 Every parameter reaches training through `ExperimentConfig`, whether it came from the YAML
 file, the command line, an environment variable or a papermill parameter. Layers merge as
 
-    defaults < environment (CIFAR10_DIR, WEIGHTS) < experiment entry < profile.set
+    defaults < environment (CIFAR10_DIR, WEIGHTS, KERAS_BACKEND) < experiment entry < profile.set
              < profile.experiments[name] < grid point < overrides
 
 An experiment may declare a `grid` (in its entry, in the profile, or for all of a profile's
@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vgg_transfer import regimes
+from vgg_transfer.backend import DEFAULT as DEFAULT_BACKEND, ENV as BACKEND_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPERIMENTS = PROJECT_ROOT / "experiments.yaml"
@@ -33,7 +34,7 @@ DEFAULT_EXPERIMENTS = PROJECT_ROOT / "experiments.yaml"
 STUDIES = ("protocol", "data_efficiency", "seeds", "depth", "resolution", "calibration",
            "gradcam", "claims")
 WEIGHT_NAMES = ("imagenet", "hed-bsds500", "none")
-ENV_VARS = {"CIFAR10_DIR": "data_dir", "WEIGHTS": "weights"}
+ENV_VARS = {"CIFAR10_DIR": "data_dir", "WEIGHTS": "weights", BACKEND_ENV: "backend"}
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,9 @@ class ExperimentConfig(BaseModel):
     # weights. None: every phase runs its whole budget.
     early_stopping: Optional[int] = Field(None, gt=0)
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    # The Keras backend that runs it; the environment's KERAS_BACKEND when set. A process runs
+    # one backend, so the runner starts each experiment's kernel with KERAS_BACKEND set to it.
+    backend: Literal["tensorflow", "jax", "torch"] = DEFAULT_BACKEND
 
     @field_validator("regime")
     @classmethod

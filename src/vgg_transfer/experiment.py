@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vgg_transfer import artifacts, models
+from vgg_transfer import artifacts, backend, models
 from vgg_transfer.config import ExperimentConfig
 from vgg_transfer.data import CIFAR10, load_cifar10, split_indices
 from vgg_transfer.evaluation import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
@@ -70,7 +70,7 @@ def set_precision(policy: str) -> None:
     """
     import keras
 
-    if policy == "mixed_float16" and not artifacts.gpu_names():
+    if policy == "mixed_float16" and not backend.gpu_names():
         raise ValueError("precision: mixed_float16 needs a GPU (on CPUs it runs several times "
                          "slower); use float32 or mixed_bfloat16")
     keras.mixed_precision.set_global_policy(policy)
@@ -90,16 +90,18 @@ def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
                   folder: Path) -> FeatureCache:
     """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
     weights (their hash; random weights by seed), input size and preprocessing, the data
-    files, the Keras version and the model code."""
+    files, the Keras version, the backend and its version, and the model code."""
     import keras
 
     source = split.data.source
+    engine = backend.describe()
     key = {
         "weights": weights.get("sha256") or f"{weights['name']}-seed{cfg.seed}",
         "image_size": cfg.image_size,
         "preprocess": "keras.applications.vgg16.preprocess_input",
         "data": source.get("sha256") or source.get("kind"),
         "keras": keras.__version__,
+        "backend": f"{engine['name']} {engine['version']}",
         "features_code": hashlib.sha256(Path(models.__file__).read_bytes()).hexdigest(),
     }
     indices = {"train": split.train_idx, "val": split.val_idx,
@@ -187,7 +189,8 @@ def _provenance(cfg: ExperimentConfig, split: Split, built: Built, wall: float) 
         data=split.data.source,
         split={"train_n": len(split.train_idx), "val_n": int(len(split.val_idx)),
                "seed": cfg.seed, "train_per_class": np.bincount(y_train, minlength=10).tolist()},
-        weights=built.weights, packages=artifacts.package_versions(),
+        weights=built.weights, backend=backend.describe(),
+        packages=artifacts.package_versions(),
         hardware=artifacts.hardware(), git=artifacts.git_state(), wall_seconds=wall,
         peak_rss_mb=artifacts.peak_rss_mb(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -217,12 +220,14 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
     """
     import keras
 
+    backend.require(cfg.backend)  # before anything else: Keras cannot switch backends
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session()  # a sweep runs many models in one process
     gc.collect()
     wall_start, timings = time.perf_counter(), {}
-    print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}", flush=True)
+    print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}, backend "
+          f"{cfg.backend}", flush=True)
     split = load_split(cfg, timings)
     built = build(cfg, timings)
     cache = feature_cache(cfg, split, built.weights, run_dir.parent / ".feature-cache")

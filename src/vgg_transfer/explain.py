@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from vgg_transfer import backend
 from vgg_transfer.models import Built, block_of
 
 MIN_SIDE = 4  # the coarsest heatmap worth showing, in feature-map positions
@@ -27,21 +28,25 @@ def gradcam_layer(built: Built, min_side: int = MIN_SIDE) -> str | None:
     return (wide or convs)[-1].name
 
 
-def _cam_model(built: Built, layer: str) -> keras.Model:
-    """Images -> (the layer's feature maps, class logits), sharing the model's layers."""
-    inputs = keras.Input(shape=(32, 32, 3))
-    x, maps = inputs, None
-    for part in built.pipeline + [lyr for lyr in built.base.layers if block_of(lyr)]:
-        x = part(x)
-        if part.name == layer:
-            maps = x
-    if maps is None:
+def _cam_models(built: Built, layer: str) -> tuple[keras.Model, keras.Model]:
+    """Images -> the layer's feature maps, and those maps -> class logits (the score before
+    the softmax), sharing the model's layers: the gradient is taken at the second's input."""
+    parts = built.pipeline + [lyr for lyr in built.base.layers if block_of(lyr)]
+    names = [part.name for part in parts]
+    if layer not in names:
         raise ValueError(f"gradcam: no layer {layer!r} in the base")
-    *hidden, last = built.head.layers
-    for part in hidden:
+    cut = names.index(layer) + 1
+    inputs = keras.Input(shape=(32, 32, 3))
+    x = inputs
+    for part in parts[:cut]:
         x = part(x)
-    logits = keras.ops.matmul(x, last.kernel) + last.bias  # the score before the softmax
-    return keras.Model(inputs, [maps, logits])
+    lower = keras.Model(inputs, x)
+    maps = keras.Input(shape=tuple(x.shape[1:]))
+    x = maps
+    *hidden, last = built.head.layers
+    for part in parts[cut:] + hidden:
+        x = part(x)
+    return lower, keras.Model(maps, ops.matmul(x, last.kernel) + last.bias)
 
 
 def gradcam(built: Built, images: np.ndarray, classes: np.ndarray | None = None,
@@ -57,17 +62,19 @@ def gradcam(built: Built, images: np.ndarray, classes: np.ndarray | None = None,
         dict with heatmaps (N, 32, 32) float32, classes (N,), layer, side (of the feature map).
     """
     layer = layer or gradcam_layer(built)
-    model = _cam_model(built, layer)
-    x = tf.convert_to_tensor(np.asarray(images, dtype="float32"))
-    with tf.GradientTape() as tape:
-        maps, logits = model(x, training=False)
-        if classes is None:
-            classes = np.asarray(tf.argmax(logits, axis=1))
-        score = tf.gather(logits, tf.convert_to_tensor(classes), batch_dims=1)
-    grads = tape.gradient(score, maps)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))[..., None]
-    cam = tf.image.resize(cam, (32, 32), method="bilinear")[..., 0].numpy()
+    lower, upper = _cam_models(built, layer)
+    maps = lower(ops.convert_to_tensor(np.asarray(images, dtype="float32")), training=False)
+    if classes is None:
+        classes = ops.convert_to_numpy(ops.argmax(upper(maps, training=False), axis=1))
+    picked = ops.convert_to_tensor(np.asarray(classes).reshape(-1, 1).astype("int32"))
+
+    def score(x):  # each image's score depends on its own maps only, so one sum will do
+        return ops.sum(ops.take_along_axis(upper(x, training=False), picked, axis=1))
+
+    weights = ops.mean(backend.gradient(score, maps), axis=(1, 2), keepdims=True)
+    cam = ops.relu(ops.sum(weights * maps, axis=-1))[..., None]
+    cam = ops.convert_to_numpy(ops.image.resize(cam, (32, 32), interpolation="bilinear",
+                                                antialias=False))[..., 0]
     peak = cam.reshape(len(cam), -1).max(axis=1)
     cam = np.divide(cam, peak[:, None, None], out=np.zeros_like(cam),
                     where=peak[:, None, None] > 0)

@@ -1,9 +1,11 @@
 """The lock file against what is installed.
 
 `requirements/lock.txt` pins every package the project installs (its dependencies and the
-`test` extra, for CPython 3.11 on Linux x86_64; `make lock` writes it). `lock_differences`
-lists the locked packages whose installed version is another, or that are not installed, so a
-page can say whether it was built by the environment the lock describes.
+`test` extra, for CPython 3.11 on Linux x86_64; `make lock` writes it), and
+`requirements/lock-jax.txt` the same plus the `jax` extra (`make venv EXTRAS=jax` installs
+it). `lock_differences` lists the locked packages whose installed version is another, or that
+are not installed, so a page can say whether it was built by the environment the lock
+describes; it reads the lock of the extras that are installed (`current_lock`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pandas as pd
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # src/vgg_transfer/lockfile.py -> root
 LOCK = PROJECT_ROOT / "requirements" / "lock.txt"
+EXTRA_LOCKS = {"jax": PROJECT_ROOT / "requirements" / "lock-jax.txt"}  # extra -> its lock
+UNLOCKED = ("torch",)  # an extra with no lock (see the README), named when installed
 COLUMNS = ["package", "locked", "installed"]
 
 # `name==version` at the start of a line; the `--hash` continuation lines and the `# via`
@@ -64,14 +68,33 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def current_lock() -> Path:
+    """The lock that describes this environment: an installed extra's, else the main one."""
+    for extra, path in EXTRA_LOCKS.items():
+        if installed_version(extra) is not None and path.is_file():
+            return path
+    return LOCK
+
+
+def _unlocked(pins: dict) -> str:
+    """A sentence naming installed packages that no lock pins (the torch extra)."""
+    found = [f"{name} {installed_version(name)}" for name in UNLOCKED
+             if name not in pins and installed_version(name) is not None]
+    return f" Installed without a lock: {', '.join(found)}." if found else ""
+
+
 def lock_differences(lock_path: str | Path | None = None) -> pd.DataFrame:
     """Every locked package whose installed version differs from the lock, or is missing.
 
     Columns `package` (PEP 503 name), `locked` and `installed` (None: not installed), sorted
-    by package. `attrs["note"]` says in one sentence what was checked; without a lock file
-    (an install from a wheel has none) the frame is empty and the note says so.
+    by package. `attrs["note"]` says what was checked, and names the installed packages of
+    an extra no lock pins; without a lock file (an install from a wheel has none) the frame
+    is empty and the note says so.
+
+    Args:
+        lock_path: the lock to compare with; None = `current_lock()`.
     """
-    path = Path(lock_path) if lock_path is not None else LOCK
+    path = Path(lock_path) if lock_path is not None else current_lock()
     frame = pd.DataFrame(columns=COLUMNS, dtype=object)
     frame.attrs.update(lock=str(path), checked=0)
     if not path.is_file():
@@ -90,5 +113,5 @@ def lock_differences(lock_path: str | Path | None = None) -> pd.DataFrame:
         f"Every one of the {len(pins)} packages locked in {_shown(path)} is installed at its "
         "locked version." if not rows else
         f"{len(rows)} of the {len(pins)} packages locked in {_shown(path)} are installed at "
-        "another version, or not at all.")
+        "another version, or not at all.") + _unlocked(pins)
     return frame

@@ -33,7 +33,7 @@ import pandas as pd
 from vgg_transfer import artifacts
 from vgg_transfer.config import ExperimentConfig
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MODEL_FILE = "model.keras"
 
 
@@ -110,6 +110,7 @@ class Provenance:
     data: dict                        # folder, kind, counts, hashes
     split: dict                       # train_n, val_n, seed, train_per_class
     weights: dict                     # name, source, path, sha256
+    backend: dict                     # Keras backend: name, version, packages, deterministic
     packages: dict
     hardware: dict
     git: dict

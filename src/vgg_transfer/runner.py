@@ -8,6 +8,7 @@ finished run on disk. An experiment whose runs are all current is not executed a
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from vgg_transfer import artifacts, regimes, selection, sweep
-from vgg_transfer.config import (PROJECT_ROOT, Point, book_pages, load_experiments,
-                                 profile_compare, profile_studies, resolve_profile)
+from vgg_transfer import artifacts, backend, regimes, selection, sweep
+from vgg_transfer.config import (PROJECT_ROOT, ConfigError, Point, book_pages,
+                                 load_experiments, profile_compare, profile_studies,
+                                 resolve_profile)
 from vgg_transfer.pages import CONTEXT_FILE, Context
 from vgg_transfer.record import RunRecord, is_finished
 from vgg_transfer.sweep import Outcome
@@ -48,8 +50,12 @@ KERNEL_TRANSPORT_ENCRYPTION = "auto"
 KERNEL_STDERR_LINES = 40
 
 
-def execute(template: Path, output: Path, parameters: dict, kernel: str | None) -> None:
+def execute(template: Path, output: Path, parameters: dict, kernel: str | None,
+            env: dict | None = None) -> None:
     """Run a template notebook with papermill; its cells' output streams to our log.
+
+    `env`: variables set in the kernel's environment on top of this process's (the Keras
+    backend of an experiment's runs).
 
     The kernel is started so that the log holds the cells' own lines and nothing else:
 
@@ -78,7 +84,7 @@ def execute(template: Path, output: Path, parameters: dict, kernel: str | None) 
             papermill.execute_notebook(
                 str(template), str(output), parameters=parameters, kernel_name=kernel,
                 log_output=True, progress_bar=False, cwd=str(PROJECT_ROOT),
-                kernel_manager_class=_quiet_kernel_manager(kernel_stderr),
+                kernel_manager_class=_quiet_kernel_manager(kernel_stderr, env),
                 extra_arguments=list(KERNEL_ARGUMENTS))
         except PapermillExecutionError:
             raise
@@ -87,9 +93,10 @@ def execute(template: Path, output: Path, parameters: dict, kernel: str | None) 
             raise
 
 
-def _quiet_kernel_manager(stderr):
-    """A kernel manager class whose kernels write their stderr to `stderr` and encrypt
-    their channels when the kernelspec allows it (see `execute`)."""
+def _quiet_kernel_manager(stderr, env: dict | None = None):
+    """A kernel manager class whose kernels write their stderr to `stderr`, get `env` in
+    their environment and encrypt their channels when the kernelspec allows it (see
+    `execute`)."""
     import zmq
     from jupyter_client.manager import AsyncKernelManager
 
@@ -99,6 +106,8 @@ def _quiet_kernel_manager(stderr):
     class QuietKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
             kw.setdefault("stderr", stderr)  # a Popen argument of the kernel
+            if env:
+                kw.setdefault("env", {**os.environ, **env})
             if encryption:
                 kw.setdefault("transport_encryption", encryption)
             return await super().start_kernel(**kw)
@@ -145,6 +154,8 @@ def run_experiments(profile: str, overrides: dict | None = None, only: list[str]
     for path in (folder, notebooks):
         path.mkdir(parents=True, exist_ok=True)
     code, page_code = sweep.code_hash(), sweep.code_hash(modules=None)
+    if workers is None and scheduler is None:  # a cluster's workers bring their own
+        check_backends(experiments, folder, code, force)
     outcomes, start = [], time.perf_counter()
     total = sum(len(points) for points in experiments.values())
     done, remote = 0, None
@@ -170,7 +181,8 @@ def run_experiments(profile: str, overrides: dict | None = None, only: list[str]
             outcomes.append(Outcome(name, "cached", 0.0))
         else:
             outcomes.append(_run_one(name, profile, overrides, folder, notebooks, kernel,
-                                     force and remote is None, experiments_file))
+                                     force and remote is None, experiments_file,
+                                     {backend.ENV: points[0].cfg.backend}))
             if outcomes[-1].status == "ok":  # the notebook was drawn by this code
                 stamp.write_text(page_code + "\n")
         done += len(points)
@@ -178,6 +190,25 @@ def run_experiments(profile: str, overrides: dict | None = None, only: list[str]
               flush=True)
     _write_summary(Path(outputs) / profile / "runs.json", profile, outcomes, start)
     return outcomes
+
+
+def check_backends(experiments: dict[str, list[Point]], folder: Path, code: str,
+                   force: bool) -> None:
+    """Before anything runs: one kernel runs one Keras backend, so an experiment's runs
+    share theirs, and the backend of every run to do is installed."""
+    todo = []
+    for name, points in experiments.items():
+        names = sorted({p.cfg.backend for p in points})
+        if len(names) > 1:
+            raise ConfigError(f"experiment {name!r}: its runs use several backends "
+                              f"({', '.join(names)}), and a kernel runs one; give each "
+                              "backend an experiment of its own, or run on a cluster "
+                              "(--workers)")
+        todo += points if force else sweep.pending(points, folder, code)
+    missing = sorted({p.cfg.backend for p in todo} - set(backend.installed()))
+    if missing:
+        raise ConfigError(f"backend: {missing[0]} is not installed here (make venv "
+                          f"EXTRAS={missing[0]}, or pip install -e '.[{missing[0]}]')")
 
 
 def _write_summary(path: Path, profile: str, outcomes: list[Outcome], start: float) -> None:
@@ -205,16 +236,17 @@ def _page_is_current(notebooks: Path, name: str, page_code: str) -> bool:
 
 
 def _run_one(name: str, profile: str, overrides: dict | None, folder: Path, notebooks: Path,
-             kernel: str | None, force: bool, experiments_file: str | None) -> Outcome:
-    """Execute the template for one experiment; its notebook replaces the last one only when
-    every run succeeded."""
+             kernel: str | None, force: bool, experiments_file: str | None,
+             env: dict | None = None) -> Outcome:
+    """Execute the template for one experiment, in a kernel with `env` (its runs' Keras
+    backend); its notebook replaces the last one only when every run succeeded."""
     staging = notebooks / f".{name}.partial.ipynb"
     params = {"experiment": name, "profile": profile, "runs_dir": str(folder),
               "overrides": dict(overrides or {}), "force": force,
               "experiments_file": str(experiments_file) if experiments_file else None}
     start = time.perf_counter()
     try:
-        execute(NOTEBOOKS / "experiment.ipynb", staging, params, kernel)
+        execute(NOTEBOOKS / "experiment.ipynb", staging, params, kernel, env)
         staging.replace(notebooks / f"{name}.ipynb")
         (notebooks / f"{name}.failed").unlink(missing_ok=True)
         return Outcome(name, "ok", time.perf_counter() - start)

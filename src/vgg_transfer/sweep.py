@@ -45,8 +45,8 @@ class RunsFailed(RuntimeError):
 # values are in the key), the record's code (its SCHEMA_VERSION is), the writers and
 # provenance (artifacts), and everything that runs or draws pages. A test checks that every
 # module a run imports is in one list or the other.
-RUN_MODULES = ("__init__", "data", "evaluation", "experiment", "explain", "features", "models",
-               "regimes", "training", "weights")
+RUN_MODULES = ("__init__", "backend", "data", "evaluation", "experiment", "explain", "features",
+               "models", "regimes", "training", "weights")
 NOT_KEYED = {"config": "its resolved values are in the key",
              "record": "its SCHEMA_VERSION is in the key",
              "artifacts": "writes files and gathers provenance; computes nothing",

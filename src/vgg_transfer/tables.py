@@ -268,6 +268,20 @@ def _bench_accuracy_rows(a: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _backend_rows(backends: dict) -> list[tuple[str, str]]:
+    """Per Keras backend (benchmarks/bench.py measures each in its own process): VGG16 at
+    32x32 training and inference images/s, or the error that stopped it."""
+    rows = []
+    for name, row in backends.items():
+        if "error" in row:
+            rows.append((f"{name}: VGG16 images/s", f"failed: {row['error']}"))
+            continue
+        label = f"{name} {row['version']}{'' if row['deterministic'] else ' (not deterministic)'}"
+        rows += [(f"{label}: VGG16 training images/s", f"{row['train_images_per_s']:.1f}"),
+                 (f"{label}: VGG16 inference images/s", f"{row['inference_images_per_s']:.1f}")]
+    return rows
+
+
 def _hardware(hardware: dict) -> str:
     gpus = f", {', '.join(hardware['gpus'])}" if hardware["gpus"] else ""
     return f"{hardware['cpu']}, {hardware['cpu_count']} cores{gpus}"
@@ -288,6 +302,10 @@ def bench_frame(bench: dict) -> pd.DataFrame:
         rows.append(("mixed_bfloat16 / float32 training", f"{bench['bf16']['speedup']:.2f}×"))
     if "accuracy" in bench:
         rows += _bench_accuracy_rows(bench["accuracy"])
+    if "backend" in bench:  # what measured the rows so far
+        rows.append(("backend of the rows above",
+                     f"{bench['backend']['name']} {bench['backend']['version']}"))
+    rows += _backend_rows(bench.get("backends", {}))
     rows += [("images per measurement", f"{bench['images']:,}"),
              ("peak resident memory (MB)", f"{bench['peak_rss_mb']:,.0f}"),
              ("hardware", _hardware(bench["hardware"]))]
@@ -329,6 +347,20 @@ def weights_table(runs: list[RunRecord]) -> pd.DataFrame:
     for run in runs:
         seen.setdefault(run.provenance.weights["name"], run.provenance.weights)
     return pd.DataFrame(seen.values())
+
+
+def backends_table(runs: list[RunRecord]) -> pd.DataFrame:
+    """Each Keras backend the runs used, once: its version, whether its ops were
+    deterministic, and how many runs it computed."""
+    rows: dict[tuple, dict] = {}
+    for run in runs:
+        b = run.provenance.backend
+        key = (b["name"], b["version"], b["deterministic"])
+        row = rows.setdefault(key, {"backend": b["name"], "version": b["version"],
+                                    "deterministic": "yes" if b["deterministic"] else "no",
+                                    "runs": 0})
+        row["runs"] += 1
+    return pd.DataFrame(rows.values(), columns=["backend", "version", "deterministic", "runs"])
 
 
 def data_files_table(data: dict) -> pd.DataFrame:

@@ -18,26 +18,18 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from vgg_transfer import regimes
+from vgg_transfer import backend, regimes
 from vgg_transfer.data import NUM_CLASSES
 from vgg_transfer.features import FeatureCache, block_outputs
 from vgg_transfer.models import Built, compile_model, freeze_blocks, top
 
-_determinism_enabled = False
-# Each run builds fresh models, and TensorFlow warns about every retrace that causes; the
-# warning is expected here and would fill the pages' training logs.
-tf.get_logger().setLevel("ERROR")
+backend.quiet()
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make TensorFlow ops deterministic."""
-    global _determinism_enabled
-    keras.utils.set_random_seed(seed)
-    if not _determinism_enabled:
-        tf.config.experimental.enable_op_determinism()
-        _determinism_enabled = True
+    """Seed Python, NumPy and the backend, and make the backend's ops deterministic."""
+    backend.seed(seed)
 
 
 def reseed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
