@@ -422,8 +422,14 @@ def _trains_whole_network(run: RunRecord) -> bool:
             and all(phase["frozen_blocks"] == 0 for phase in run.metrics.phases))
 
 
+def _one_per_experiment(runs: list[RunRecord]) -> list[RunRecord]:
+    """Each experiment's first reference run (its first seed), in the runs' order."""
+    return list({run.experiment: run for run in reversed(runs) if run.metrics.reference}
+                .values())[::-1]
+
+
 def _limit_budget(runs: list[RunRecord]) -> str:
-    reference = [run for run in runs if run.metrics.reference]
+    reference = _one_per_experiment(runs)
     rising = [_run_budget(run) for run in reference if still_improving(run)]
     level = [f"**{run.metrics.name}**" for run in reference if ending(run) == "plateau"]
     whole = [run.metrics.images_seen for run in reference if _trains_whole_network(run)]
@@ -443,7 +449,7 @@ def _limit_budget(runs: list[RunRecord]) -> str:
 
 def _limit_compute(runs: list[RunRecord]) -> str:
     """Whether the reference runs had very different training times."""
-    reference = sorted((run for run in runs if run.metrics.reference), key=training_cost)
+    reference = sorted(_one_per_experiment(runs), key=training_cost)
     if len(reference) < 2 or training_cost(reference[-1]) < 2 * training_cost(reference[0]):
         return ""
     times = ", ".join(f"{run.metrics.name} {training_cost(run):,.0f} s" for run in reference)
@@ -460,7 +466,7 @@ def _limit_test_set(test_n: int) -> str:
 
 
 def _limit_seeds(runs: list[RunRecord]) -> str:
-    per_point = stats.seeds_per_point(runs)
+    per_point = stats.seeds_per_point([run for run in runs if run.metrics.reference] or runs)
     seeds = int(per_point.min())
     if int(per_point.max()) == 1:
         return ("**One seed.** Each setting ran once: the intervals capture the test set's "
@@ -611,7 +617,7 @@ def _last_gain(run: RunRecord) -> str:
 
 
 def _better_budget(runs: list[RunRecord]) -> str:
-    rising = [run for run in runs if run.metrics.reference and still_improving(run)]
+    rising = [run for run in _one_per_experiment(runs) if still_improving(run)]
     if not rising:
         return ""
     return ("**Longer training where it still paid.** " + "; ".join(map(_last_gain, rising))
@@ -714,7 +720,8 @@ STUDY_FINDINGS = {"seeds": seed_noise_sentence, "resolution": resolution_sentenc
 
 def conclusion(runs: list[RunRecord], studies: dict[str, list[str]], compare: list[str]) -> str:
     """The answer to the report's question, then what each study adds, as markdown bullets."""
-    lines = [answer(runs, studies.get("protocol") or compare), cost_answer(runs, compare)]
+    lines = [answer(runs, studies.get("protocol") or compare),
+             cost_answer(runs, studies.get("protocol") or compare)]
     if "protocol" in studies:
         lines += _protocol_findings(runs)
     if "data_efficiency" in studies:
