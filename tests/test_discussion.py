@@ -37,10 +37,10 @@ def test_a_cache_hit_is_charged_what_computing_the_outputs_cost():
     hit = _timed(run, feature_seconds=1.5, feature_images=0, feature_images_per_second=100.0)
     computed = _timed(run, feature_seconds=30.0, feature_images=2500,
                       feature_images_per_second=2500 / 30.0)
-    assert selection.feature_cost(hit) == pytest.approx(2500 / 100.0)
-    assert selection.training_cost(hit) == pytest.approx(10.0 + 25.0)  # fit() took 10 s
-    assert selection.feature_cost(computed) == 30.0
-    assert selection.feature_cost(run) == 0.0  # no frozen blocks at all
+    assert hit.feature_cost == pytest.approx(2500 / 100.0)
+    assert hit.training_seconds == pytest.approx(10.0 + 25.0)  # fit() took 10 s
+    assert computed.feature_cost == 30.0
+    assert run.feature_cost == 0.0  # no frozen blocks at all
     curve = selection.compute_curve(_timed(hit, epoch_seconds=[4.0, 6.0]))
     assert curve["seconds"].tolist() == pytest.approx([29.0, 35.0])
     assert selection.runs_frame([hit])["training_seconds"].iloc[0] == pytest.approx(35.0)

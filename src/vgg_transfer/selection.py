@@ -76,22 +76,6 @@ def ending(run: RunRecord) -> str:
     return "plateau" if any(p["stopped_on_plateau"] for p in run.metrics.phases) else "budget"
 
 
-def feature_cost(run: RunRecord) -> float:
-    """Seconds of computing the frozen blocks' outputs, charged to the run even when it read
-    them from a cache another run filled: its images at the rate measured when they were
-    first computed (kept beside the cached file)."""
-    t, m = run.timings, run.metrics
-    if t.feature_images or not t.feature_images_per_second:
-        return t.feature_seconds
-    return (m.train_n + m.val_n) / t.feature_images_per_second
-
-
-def training_cost(run: RunRecord) -> float:
-    """Training time as a practitioner starting from nothing would pay it: fit() plus the
-    frozen blocks' outputs (`feature_cost`)."""
-    return run.timings.train_seconds + feature_cost(run)
-
-
 def _row(run: RunRecord) -> dict:
     m, t = run.metrics, run.timings
     return {
@@ -104,15 +88,16 @@ def _row(run: RunRecord) -> dict:
         "test_n": m.test_n, "test_ece": m.test_ece, "test_loss": m.test_loss,
         "best_val_accuracy": m.best_val_accuracy,
         "final_train_accuracy": m.final_train_accuracy, "trainable": m.params.trainable,
-        "training_seconds": training_cost(run), "wall_seconds": t.wall_seconds,
+        "training_seconds": run.training_seconds, "wall_seconds": t.wall_seconds,
         "feature_images_per_second": t.feature_images_per_second,
     }
 
 
 def compute_curve(run: RunRecord) -> pd.DataFrame:
     """A run's validation accuracy against the training time spent so far: frozen blocks'
-    outputs first (`feature_cost`), then each epoch's seconds, from the run's own records."""
-    spent = feature_cost(run) + np.cumsum(run.timings.epoch_seconds)
+    outputs first (`RunRecord.feature_cost`), then each epoch's seconds, from the run's own
+    records."""
+    spent = run.feature_cost + np.cumsum(run.timings.epoch_seconds)
     n = min(len(spent), len(run.history))
     return pd.DataFrame({"seconds": spent[-n:], "val_accuracy":
                          run.history["val_accuracy"].to_numpy()[-n:]})

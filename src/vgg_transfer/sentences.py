@@ -14,8 +14,8 @@ from vgg_transfer import original, regimes, stats
 from vgg_transfer.evaluation import wilson_interval
 from vgg_transfer.original import FULL_PROTOCOL_IMAGES
 from vgg_transfer.record import RunRecord
-from vgg_transfer.selection import (at, compute_curve, ending, feature_cost, of_experiments,
-                                    reference_runs, runs_frame, training_cost)
+from vgg_transfer.selection import (at, compute_curve, ending, first_of_each, of_experiments,
+                                    reference_runs, runs_frame)
 from vgg_transfer.words import accuracy_cell, bullets, phrase, plural, summary_cell
 
 ALPHA = 0.05
@@ -424,8 +424,7 @@ def _trains_whole_network(run: RunRecord) -> bool:
 
 def _one_per_experiment(runs: list[RunRecord]) -> list[RunRecord]:
     """Each experiment's first reference run (its first seed), in the runs' order."""
-    return list({run.experiment: run for run in reversed(runs) if run.metrics.reference}
-                .values())[::-1]
+    return list(first_of_each([run for run in runs if run.metrics.reference]).values())
 
 
 def _limit_budget(runs: list[RunRecord]) -> str:
@@ -449,10 +448,10 @@ def _limit_budget(runs: list[RunRecord]) -> str:
 
 def _limit_compute(runs: list[RunRecord]) -> str:
     """Whether the reference runs had very different training times."""
-    reference = sorted(_one_per_experiment(runs), key=training_cost)
-    if len(reference) < 2 or training_cost(reference[-1]) < 2 * training_cost(reference[0]):
+    reference = sorted(_one_per_experiment(runs), key=lambda run: run.training_seconds)
+    if len(reference) < 2 or reference[-1].training_seconds < 2 * reference[0].training_seconds:
         return ""
-    times = ", ".join(f"{run.metrics.name} {training_cost(run):,.0f} s" for run in reference)
+    times = ", ".join(f"{run.metrics.name} {run.training_seconds:,.0f} s" for run in reference)
     return ("**Unequal compute.** The regimes are compared at the budgets declared for them, "
             f"not at equal training time ({times}); the accuracy-against-compute figure on "
             "the comparison page puts them on one time axis.")
@@ -687,12 +686,12 @@ def _data_findings(runs: list[RunRecord], experiments: list[str]) -> str:
 
 
 def _bought(run: RunRecord) -> str:
-    features = feature_cost(run)
+    features = run.feature_cost
     how = ("computed" if run.timings.feature_images
            else "read from the cache, charged at the rate measured when it was filled")
     cached = f", {features:,.0f} s of it the frozen blocks' outputs ({how})" if features >= 1 else ""
     return (f"**{run.metrics.name}** {run.metrics.test_accuracy:.1%} for "
-            f"{training_cost(run):,.0f} s of training{cached}, "
+            f"{run.training_seconds:,.0f} s of training{cached}, "
             f"{run.metrics.steps:,} steps, {run.metrics.images_seen:,} images seen")
 
 
@@ -705,10 +704,10 @@ def cost_answer(runs: list[RunRecord], experiments: list[str]) -> str:
         return ""
     text = "What the training time bought: " + "; ".join(map(_bought, chosen)) + "."
     best, whole = chosen[0], next((r for r in chosen if r.metrics.regime == "finetune"), None)
-    if whole is not None and best is not whole and training_cost(whole) > 0:
+    if whole is not None and best is not whole and whole.training_seconds > 0:
         text += (f" **{best.metrics.name}** saw "
                  f"{best.metrics.images_seen / whole.metrics.images_seen:.0f}× the images "
-                 f"of {whole.metrics.name} in {training_cost(best) / training_cost(whole):.1f}"
+                 f"of {whole.metrics.name} in {best.training_seconds / whole.training_seconds:.1f}"
                  "× its time: frozen blocks computed once make each further epoch cheap.")
     return text
 
