@@ -4,7 +4,8 @@
 
 Measures, on the same random images and batches:
 - the frozen regime trained on the fly (base forward every step) vs on cached features, and
-  the partial regime (block 5 and the head) on the fly vs on cached block-4 outputs;
+  the partial regime (block 5 and the head) on the fly vs on cached block-4 outputs, and
+  there block 5's convolutions (2x2 maps) as Conv2D layers vs as one matrix product each;
 - the project's training loop (`training.train`, i.e. Keras `fit`) vs raw `train_on_batch`;
 - training and inference images/s for each regime;
 - optionally mixed_bfloat16 against float32 for a full training step;
@@ -90,6 +91,11 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
             row.update(epoch_seconds_cached=cached_s,
                        train_images_per_s_cached=n / cached_s,
                        cached_speedup_per_epoch=train_s / cached_s)
+            if regime == "partial":  # the same, with block 5's convolutions left as Conv2D
+                plain = top(built, built.frozen_blocks, small_maps=False)
+                compile_model(plain, 1e-4)
+                conv_s = fit_epoch_seconds(plain, features, y, batch_size)
+                row.update(epoch_seconds_cached_conv2d=conv_s, small_map_speedup=conv_s / cached_s)
         if regime == "finetune":
             raw_s = raw_epoch_seconds(built.model, x, y, batch_size)
             row.update(raw_train_on_batch_images_per_s=n / raw_s,
@@ -199,6 +205,8 @@ def table(results: dict) -> str:
              f"{'partial on the fly, s/epoch':<52}{r['partial']['epoch_seconds_on_the_fly']:>12.3f}",
              f"{'partial on cached block-4 outputs, s/epoch':<52}{r['partial']['epoch_seconds_cached']:>12.3f}",
              f"{'partial: cached speed-up per epoch (x)':<52}{r['partial']['cached_speedup_per_epoch']:>12.1f}",
+             f"{'partial cached, block 5 as Conv2D, s/epoch':<52}{r['partial']['epoch_seconds_cached_conv2d']:>12.3f}",
+             f"{'partial cached: matrix products vs Conv2D (x)':<52}{r['partial']['small_map_speedup']:>12.1f}",
              f"{'training loop / raw train_on_batch (throughput)':<52}"
              f"{r['finetune']['loop_vs_raw_ratio']:>12.3f}"]
     if "bf16" in results:

@@ -255,6 +255,11 @@ def test_the_benchmark_table_shows_every_backend():
                                   "train_images_per_s": 15.0, "inference_images_per_s": 90.0},
                           "torch": {"name": "torch", "error": "ModuleNotFoundError: torch"}}}
     rows = dict(tables.bench_frame(bench).itertuples(index=False))
+    assert not any("as Conv2D" in measure for measure in rows)  # a file from before it existed
+    bench["regimes"]["partial"].update(epoch_seconds_cached_conv2d=0.25, small_map_speedup=2.5)
+    rows = dict(tables.bench_frame(bench).itertuples(index=False))
+    assert rows["partial on cached outputs, block 5 as Conv2D: s/epoch"] == "0.250"
+    assert rows["partial on cached outputs: block 5 as matrix products, speed-up"] == "2.5×"
     assert rows["backend of the rows above"] == "tensorflow 2.21.0"
     assert rows["tensorflow 2.21.0: VGG16 training images/s"] == "75.0"
     assert rows["jax 0.10.2: VGG16 inference images/s"] == "90.0"

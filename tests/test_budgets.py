@@ -54,19 +54,28 @@ def test_a_boundary_built_from_another_boundarys_cache_equals_a_direct_one(hed, 
 @pytest.mark.parametrize("unfreeze_from", [3, 4])
 def test_fine_tuning_from_block_k_on_cached_outputs_matches_on_the_fly(tmp_path,
                                                                       unfreeze_from):
+    """On the cached path block 5's convolutions run as matrix products (SmallMapConv), which
+    rounds differently; Adam turns a rounding-level gradient into a step of up to the learning
+    rate, so a weight whose gradient is near zero may move up to lr per step either way. Any
+    real difference (a wrong tap, a missed layer) moves far more entries than that allows."""
     x, y = _tiny(32)
-    finals = []
+    finals, losses = [], []
+    lr, steps = 1e-4, 2 * 2  # 2 epochs of 2 batches
     for cache_features in (False, True):
         set_seed(0)
         built = build_model("finetune", "hed-bsds500")
         cache = FeatureCache(tmp_path, {"test": 1}, {"train": np.arange(32), "val": np.arange(8)})
-        result = train(built, one_phase(unfreeze_from - 1, 2, 1e-4), x, y, x[:8], y[:8],
+        result = train(built, one_phase(unfreeze_from - 1, 2, lr), x, y, x[:8], y[:8],
                        batch_size=16, cache_features=cache_features, cache=cache, seed=0)
         assert result.cached == cache_features
         assert result.phases[0]["cached_blocks"] == (unfreeze_from - 1 if cache_features else 0)
         finals.append([w.copy() for w in built.model.get_weights()])
+        losses.append(result.history["loss"])
+    assert np.allclose(*losses, rtol=1e-4)
     for a, b in zip(*finals):
-        assert np.allclose(a, b, atol=1e-4)
+        gap = np.abs(a - b)
+        assert gap.max() <= 2 * lr * steps
+        assert np.mean(gap <= 1e-5) >= 0.9999
 
 
 def test_plateau_restores_the_best_epoch():

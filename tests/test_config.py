@@ -96,7 +96,7 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     # data efficiency: the same 9,000 images seen by scratch_bn at every size
     budgets = {(p.cfg.train_size, p.cfg.epochs) for p in study if p.experiment == "scratch_bn"}
     assert budgets == {(500, 18), (2000, 5), (9000, 1)}
-    assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64, 96}
+    assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64}
     # the depth study's fine-tuning from block 1 is the finetune run at the same budget
     depth = [p.cfg for p in study if p.experiment in profile_studies(spec, "study")["depth"]]
     assert {c.unfreeze_from for c in depth} == {5, 4, 3, 1}

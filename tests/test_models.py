@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vgg_transfer.explain import fixed_examples, gradcam, gradcam_layer
-from vgg_transfer.models import build_model, param_counts, stem, top
+from vgg_transfer.models import SmallMapConv, build_model, param_counts, stem, top
 from vgg_transfer.training import (FeatureCache, PhaseBudget, one_phase, predict, set_seed,
                                    stalled, train)
 from vgg_transfer.weights import WeightsError, build_base, hed_weights_path
@@ -159,6 +159,65 @@ def test_stem_and_top_compute_the_model(regime, blocks):
     assert np.allclose(whole, split, atol=1e-6)
     assert np.allclose(predict(built, x, 4, FeatureCache()), whole, atol=1e-6)
     assert stem(built, blocks).output.shape[1:] == ((1, 1, 512) if blocks == 5 else (2, 2, 512))
+
+
+def _conv_pair(rows, cols, activation="relu", c_in=6, c_out=5):
+    """Two one-layer models on a (rows, cols) map: a Conv2D, and SmallMapConv of that Conv2D."""
+    inputs = keras.Input((rows, cols, c_in))
+    conv = keras.layers.Conv2D(c_out, 3, padding="same", activation=activation)
+    plain = keras.Model(inputs, keras.layers.Flatten()(conv(inputs)))
+    as_matmul = keras.Model(inputs, keras.layers.Flatten()(SmallMapConv(conv)(inputs)))
+    return conv, plain, as_matmul
+
+
+@pytest.mark.parametrize("rows, cols", [(2, 2), (1, 1), (1, 2), (2, 1)])
+@pytest.mark.parametrize("activation", ["relu", None])
+def test_small_map_conv_is_the_convolution(rows, cols, activation):
+    """Same outputs as the Conv2D it wraps, and the same variables (no weights of its own)."""
+    set_seed(0)
+    conv, plain, as_matmul = _conv_pair(rows, cols, activation)
+    conv.bias.assign(np.linspace(-1, 1, 5).astype("float32"))  # a bias that shows its layout
+    x = np.random.default_rng(1).normal(size=(7, rows, cols, 6)).astype("float32")
+    assert np.allclose(plain.predict(x, verbose=0), as_matmul.predict(x, verbose=0), atol=1e-5)
+    assert [id(v) for v in as_matmul.trainable_variables] == [id(conv.kernel), id(conv.bias)]
+    conv.trainable = False
+    assert as_matmul.trainable_variables == []
+
+
+def test_small_map_conv_trains_like_the_convolution():
+    """Gradients match: a few Adam steps through either form leave the same kernel."""
+    kernels = []
+    for form in (1, 2):
+        set_seed(0)
+        conv, *models = _conv_pair(2, 2)
+        model = models[form - 1]
+        model.compile(keras.optimizers.Adam(1e-2), "mse")
+        rng = np.random.default_rng(2)
+        model.fit(rng.normal(size=(32, 2, 2, 6)).astype("float32"),
+                  rng.normal(size=(32, 20)).astype("float32"), batch_size=8, epochs=2,
+                  shuffle=False, verbose=0)
+        kernels.append(conv.kernel.numpy())
+    assert not np.allclose(kernels[0], 0) and np.allclose(kernels[0], kernels[1], atol=1e-5)
+
+
+def test_small_map_conv_refuses_what_it_would_get_wrong():
+    conv = keras.layers.Conv2D(4, 3, padding="same")
+    with pytest.raises(ValueError, match="at most 2x2"):
+        SmallMapConv(conv)(keras.Input((4, 4, 3)))
+    with pytest.raises(ValueError, match="3x3 'same'"):
+        SmallMapConv(keras.layers.Conv2D(4, 3, padding="valid"))
+    with pytest.raises(ValueError, match="3x3 'same'"):
+        SmallMapConv(keras.layers.Conv2D(4, 1, padding="same"))
+
+
+def test_top_runs_block5_as_matmul_only_on_small_maps():
+    """At 32 px block 5 sees 2x2 maps (as one product); at 64 px 4x4 ones (plain Conv2D)."""
+    def forms(image_size):
+        return [type(layer).__name__ for layer in
+                top(build_model("partial", "none", image_size=image_size), 4).layers
+                if "conv" in layer.name]
+    assert forms(32) == ["SmallMapConv"] * 3
+    assert forms(64) == ["Conv2D"] * 3
 
 
 def test_partial_trains_block5_on_cached_features_like_on_the_fly(tmp_path):

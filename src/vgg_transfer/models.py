@@ -10,6 +10,9 @@ the pixels), and which leading blocks start frozen, is the regime's registry ent
 Frozen leading blocks compute the same outputs in every epoch, so the training loop can cache
 them: `stem(built, k)` maps images to the output of block k, `top(built, k)` maps that output
 to class probabilities through the trainable rest (sharing its layers with `built.model`).
+On those cached outputs, a convolution whose input map is at most 2x2 (block 5 at 32 px)
+runs as one matrix product (`SmallMapConv`): the same numbers as the Conv2D, with the same
+variables, at about twice the training speed measured on 2 CPU cores.
 
 Options for every regime: `head` ("flatten", the original, or "gap", global average pooling)
 and `augment` (random horizontal flips and translations, as layers inside the model, active
@@ -38,6 +41,63 @@ class VGGPreprocess(layers.Layer):
 
     def call(self, images):
         return keras.applications.vgg16.preprocess_input(images)
+
+
+class SmallMapConv(layers.Layer):
+    """A 3x3 'same' Conv2D on a map of at most 2x2 positions, as one matrix product.
+
+    On such a map every input position lies inside every output position's 3x3 window, so
+    the convolution is a dense layer from all positions' channels to all positions'
+    channels whose (positions x positions) blocks are the kernel's taps: output (i, j) reads
+    input (k, l) through tap (k - i + 1, l - j + 1). One (4 * 512) x (4 * 512) product
+    replaces the 9 taps' scattered small ones (and the 20 of 36 taps that would only read
+    the zero padding). The layer owns no weights: it computes with `conv`'s kernel and bias,
+    so training it trains `conv`, and freezing `conv` freezes it.
+    """
+
+    def __init__(self, conv: layers.Conv2D, **kwargs):
+        super().__init__(name=kwargs.pop("name", f"{conv.name}_as_matmul"), **kwargs)
+        if not _is_3x3_same(conv):
+            raise ValueError(f"SmallMapConv: {conv.name} is not a 3x3 'same' stride-1 Conv2D")
+        self.conv = conv
+
+    def build(self, input_shape):
+        if not applies_to(self.conv, input_shape):
+            raise ValueError(f"SmallMapConv: an input map of {tuple(input_shape[1:3])} "
+                             "positions; at most 2x2 is exact as one product")
+        rows, cols = input_shape[1], input_shape[2]
+        positions = [(i, j) for i in range(rows) for j in range(cols)]
+        # taps[q, p]: the kernel tap that carries input position q to output position p
+        self.taps = np.array([[(k - i + 1) * 3 + (l - j + 1) for (i, j) in positions]
+                              for (k, l) in positions], dtype="int32")
+
+    def call(self, x):
+        kernel = self.conv.kernel                       # (3, 3, in, out)
+        n, c_in, c_out = len(self.taps), kernel.shape[2], kernel.shape[3]
+        blocks = keras.ops.take(keras.ops.reshape(kernel, (9, c_in, c_out)),
+                                self.taps.reshape(-1), axis=0)      # (n * n, in, out)
+        dense = keras.ops.reshape(keras.ops.transpose(
+            keras.ops.reshape(blocks, (n, n, c_in, c_out)), (0, 2, 1, 3)), (n * c_in, n * c_out))
+        y = keras.ops.matmul(keras.ops.reshape(x, (-1, n * c_in)), dense)
+        if self.conv.use_bias:
+            y = y + keras.ops.tile(self.conv.bias, (n,))
+        return self.conv.activation(keras.ops.reshape(y, (-1, x.shape[1], x.shape[2], c_out)))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.conv.filters)
+
+
+def applies_to(layer, input_shape) -> bool:
+    """Whether `SmallMapConv` computes `layer` exactly on inputs of `input_shape`."""
+    return (_is_3x3_same(layer) and None not in input_shape[1:3]
+            and input_shape[1] <= 2 and input_shape[2] <= 2)
+
+
+def _is_3x3_same(layer) -> bool:
+    return (isinstance(layer, layers.Conv2D) and tuple(layer.kernel_size) == (3, 3)
+            and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1)
+            and layer.padding == "same" and layer.data_format == "channels_last"
+            and layer.groups == 1)
 
 
 @dataclass
@@ -214,14 +274,15 @@ def segment(built: Built, start: int, end: int) -> keras.Model:
     return keras.Model(inputs, x, name=f"blocks_{start + 1}_to_{end}")
 
 
-def top(built: Built, blocks: int) -> keras.Model:
+def top(built: Built, blocks: int, small_maps: bool = True) -> keras.Model:
     """The output of block `blocks` -> class probabilities, through the later blocks and
-    the head (the layers of `built.model`, so training it trains the model)."""
+    the head (the layers of `built.model`, so training it trains the model); convolutions
+    on maps of at most 2x2 run as `SmallMapConv` unless `small_maps` is False."""
     shape = stem(built, blocks).output.shape[1:]
     inputs = keras.Input(shape=tuple(shape), name=f"block{blocks}_output")
     x = inputs
     for layer in _split(built, blocks)[1]:
-        x = layer(x)
+        x = (SmallMapConv(layer) if small_maps and applies_to(layer, x.shape) else layer)(x)
     return keras.Model(inputs, built.head(x), name=f"top_{blocks}")
 
 

@@ -297,6 +297,11 @@ def bench_frame(bench: dict) -> pd.DataFrame:
     rows += _cache_rows("frozen", r["frozen"], "cached features")
     if "partial" in r:
         rows += _cache_rows("partial", r["partial"], "cached block-4 outputs")
+        if "small_map_speedup" in r["partial"]:
+            rows += [("partial on cached outputs, block 5 as Conv2D: s/epoch",
+                      f"{r['partial']['epoch_seconds_cached_conv2d']:.3f}"),
+                     ("partial on cached outputs: block 5 as matrix products, speed-up",
+                      f"{r['partial']['small_map_speedup']:.1f}×")]
     rows.append(("training loop / raw train_on_batch", f"{r['finetune']['loop_vs_raw_ratio']:.3f}"))
     if "bf16" in bench:
         rows.append(("mixed_bfloat16 / float32 training", f"{bench['bf16']['speedup']:.2f}×"))
