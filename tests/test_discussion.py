@@ -99,3 +99,18 @@ def test_data_efficiency_says_how_each_point_ended():
         "Still improving when the budget ran out: scratch_bn at 2,000 images.")
     assert sentences.budget_caveat(runs, ["frozen"]).startswith("Every point stopped on a "
                                                                 "validation plateau")
+
+
+def test_whole_network_means_what_the_run_trained_not_its_regimes_default():
+    """A `depth` run is the finetune regime with blocks 1-4 frozen: it trains on cached
+    outputs, far faster per image, and must not set the rate the GPU bullet scales up."""
+    whole = _timed(_ended(fake_run("finetune", "finetune", 0, mask(60), train_n=1000), False, 0),
+                   train_seconds=20.0)  # 2 epochs of 1,000 images: 100 images/s
+    depth = _timed(_ended(fake_run("depth", "finetune", 0, mask(60), train_n=1000), False, 4),
+                   train_seconds=2.0)
+    mlp = fake_run("mlp", "mlp", 0, mask(30))
+    assert [selection.trains_whole_network(r) for r in (whole, depth, mlp)] == [True, False, False]
+    assert selection.runs_frame([whole, depth, mlp])["whole_network"].tolist() == \
+        [True, False, False]
+    assert "the whole network ran at 100 images/s here" in sentences.improvements(
+        [whole, depth, mlp], {})

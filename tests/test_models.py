@@ -8,7 +8,7 @@ import pytest
 from vgg_transfer.explain import fixed_examples, gradcam, gradcam_layer
 from vgg_transfer.models import SmallMapConv, build_model, param_counts, stem, top
 from vgg_transfer.training import (FeatureCache, PhaseBudget, one_phase, predict, set_seed,
-                                   stalled, train)
+                                   train)
 from vgg_transfer.weights import WeightsError, build_base, hed_weights_path
 
 BASE_PARAMS = 14_714_688     # VGG16 convolutional base (13 conv layers)
@@ -258,8 +258,3 @@ def test_gradcam_heatmaps():
     assert fixed_examples(labels).tolist() == [0, 1, 3, 5]  # the first image of each class
 
 
-def test_head_phase_stops_when_the_validation_loss_stalls():
-    assert not stalled([5.0, 4.0, 3.0, 2.0], patience=2)   # still falling
-    assert stalled([5.0, 4.0, 4.5, 4.2], patience=2)       # no new low for 2 epochs
-    assert not stalled([5.0, 4.0, 4.5, 3.9], patience=2)   # a new low in the last 2
-    assert not stalled([5.0, 5.1], patience=2)             # too few epochs to tell

@@ -137,9 +137,3 @@ def lineage(name: str) -> list[str]:
                          None)) and after not in chain:
         chain.append(after)
     return chain
-
-
-def trains_whole_base(name: str) -> bool:
-    """Does every phase of this regime train the whole convolutional base (none frozen)?"""
-    regime = get(name)
-    return regime.base != "none" and all(phase.frozen == 0 for phase in regime.phases)

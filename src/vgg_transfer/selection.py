@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vgg_transfer import regimes
 from vgg_transfer.config import point_name
 from vgg_transfer.record import RunRecord, is_finished
 
@@ -76,6 +77,13 @@ def ending(run: RunRecord) -> str:
     return "plateau" if any(p["stopped_on_plateau"] for p in run.metrics.phases) else "budget"
 
 
+def trains_whole_network(run: RunRecord) -> bool:
+    """Did every phase of the run train the whole convolutional base (no block frozen), as it
+    was configured (`finetune` from block 1 does; the `depth` runs from block 5 do not)?"""
+    return (regimes.get(run.metrics.regime).base != "none"
+            and all(phase["frozen_blocks"] == 0 for phase in run.metrics.phases))
+
+
 def _row(run: RunRecord) -> dict:
     m, t = run.metrics, run.timings
     return {
@@ -83,7 +91,8 @@ def _row(run: RunRecord) -> dict:
         "weights": m.weights_label, "reference": m.reference, "seed": run.seed,
         "train_n": m.train_n, "image_size": run.config.image_size, "head": run.config.head,
         "epochs": m.epochs, "steps": m.steps, "images_seen": m.images_seen,
-        "ended": ending(run), "test_accuracy": m.test_accuracy,
+        "ended": ending(run), "whole_network": trains_whole_network(run),
+        "test_accuracy": m.test_accuracy,
         "ci_low": m.test_accuracy_ci95[0], "ci_high": m.test_accuracy_ci95[1],
         "test_n": m.test_n, "test_ece": m.test_ece, "test_loss": m.test_loss,
         "best_val_accuracy": m.best_val_accuracy,

@@ -15,7 +15,7 @@ from vgg_transfer.evaluation import wilson_interval
 from vgg_transfer.original import FULL_PROTOCOL_IMAGES
 from vgg_transfer.record import RunRecord
 from vgg_transfer.selection import (at, compute_curve, ending, first_of_each, of_experiments,
-                                    reference_runs, runs_frame)
+                                    reference_runs, runs_frame, trains_whole_network)
 from vgg_transfer.words import accuracy_cell, bullets, phrase, plural, summary_cell
 
 ALPHA = 0.05
@@ -416,12 +416,6 @@ def _run_budget(run: RunRecord) -> str:
     return f"**{m.name}** ({m.steps:,} steps, {m.images_seen:,} images seen)"
 
 
-def _trains_whole_network(run: RunRecord) -> bool:
-    """Did every phase of the run train the whole convolutional base (as it was configured)?"""
-    return (regimes.get(run.metrics.regime).base != "none"
-            and all(phase["frozen_blocks"] == 0 for phase in run.metrics.phases))
-
-
 def _one_per_experiment(runs: list[RunRecord]) -> list[RunRecord]:
     """Each experiment's first reference run (its first seed), in the runs' order."""
     return list(first_of_each([run for run in runs if run.metrics.reference]).values())
@@ -431,7 +425,7 @@ def _limit_budget(runs: list[RunRecord]) -> str:
     reference = _one_per_experiment(runs)
     rising = [_run_budget(run) for run in reference if still_improving(run)]
     level = [f"**{run.metrics.name}**" for run in reference if ending(run) == "plateau"]
-    whole = [run.metrics.images_seen for run in reference if _trains_whole_network(run)]
+    whole = [run.metrics.images_seen for run in reference if trains_whole_network(run)]
     text = "**Budgets, not convergence.** "
     if rising:
         text += (f"Still improving when their budget ran out (best validation accuracy in "
@@ -551,7 +545,7 @@ def limitations(runs: list[RunRecord], studies: dict[str, list[str]]) -> str:
 # ---------------------------------------------------------------- the improvements page
 
 def _better_gpu(frame: pd.DataFrame) -> str:
-    full = frame[frame["regime"].map(regimes.trains_whole_base)]
+    full = frame[frame["whole_network"]]
     if full.empty:
         return ""
     rate = (full["train_n"] * full["epochs"] / full["training_seconds"]).median()

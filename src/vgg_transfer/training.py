@@ -372,7 +372,6 @@ def _notes(phases: list[PhaseBudget], done: list[_Done]) -> list[str]:
         return notes
     parts = [f"phase {i + 1}: {_phase_words(p, d)}" for i, (p, d) in enumerate(zip(phases, done))]
     return ["; ".join(parts)] + [f"resumed after {phases[i].label}epoch {n} from a checkpoint"
-                                 .replace("fine-tune epoch", "fine-tuning epoch")
                                  for i, n in resumed]
 
 
@@ -469,11 +468,6 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
                   f"(best: epoch {plateau.best_epoch}): stopping this phase", flush=True)
             break
     return hist
-
-
-def stalled(losses: list[float], patience: int) -> bool:
-    """True when none of the last `patience` losses is below the best one before them."""
-    return len(losses) > patience and min(losses[-patience:]) >= min(losses[:-patience])
 
 
 def _check_finite(hist: dict) -> None:
