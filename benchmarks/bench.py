@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 import vgg_transfer  # noqa: F401  (sets the oneDNN switch before TensorFlow loads)
-from vgg_transfer import artifacts, backend
-from vgg_transfer.config import PROJECT_ROOT
-from vgg_transfer.models import build_model, compile_model, stem, top
-from vgg_transfer.training import one_hot, set_seed
+from vgg_transfer import files
+from vgg_transfer.run import backend, provenance
+from vgg_transfer.run.epochs import one_hot, set_seed
+from vgg_transfer.run.models import build_model, compile_model, stem, top
+from vgg_transfer.spec.config import PROJECT_ROOT
 
 
 def images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,9 +117,9 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
         results["bf16"] = {"train_images_per_s": n / bf16_s,
                            "float32_train_images_per_s": fp32,
                            "speedup": (n / bf16_s) / fp32}
-    results["peak_rss_mb"] = artifacts.peak_rss_mb()
-    results["hardware"] = artifacts.hardware()
-    results["packages"] = artifacts.package_versions()
+    results["peak_rss_mb"] = provenance.peak_rss_mb()
+    results["hardware"] = provenance.hardware()
+    results["packages"] = provenance.package_versions()
     results["backend"] = backend.describe()
     return results
 
@@ -165,9 +166,9 @@ def accuracy_check(data_dir: str, weights: str, n: int, epochs: int, bf16: bool)
     """
     import keras
 
-    from vgg_transfer.data import load_cifar10, split_indices
-    from vgg_transfer.evaluation import evaluate_predictions
-    from vgg_transfer.training import one_phase, train
+    from vgg_transfer.run.data import load_cifar10, split_indices
+    from vgg_transfer.run.metrics import evaluate_predictions
+    from vgg_transfer.run.training import one_phase, train
 
     data = load_cifar10(data_dir)
     train_idx, val_idx = split_indices(data.y_train, 500, n, seed=0)
@@ -265,7 +266,7 @@ def main() -> None:
                                              args.check_epochs, args.bf16)
     names = [name.strip() for name in args.backends.split(",") if name.strip()]
     results["backends"] = backend_speeds(names, args.images, args.batch_size)
-    artifacts.write_json(Path(args.out), results)
+    files.write_json(Path(args.out), results)
     print("\n" + table(results))
     print(f"\nwritten: {args.out}")
 

@@ -3,7 +3,7 @@
     python benchmarks/cluster_bench.py [--profile smoke_study] [--workers 2] [--out FILE]
 
 Each mode runs into a fresh temporary outputs folder with the runner the command line uses
-(`runner.run_experiments`): sequentially (one papermill notebook per experiment, running its
+(`runner.profile.run_experiments`): sequentially (one papermill notebook per experiment, running its
 runs), then with `workers` (every run a task on the cluster, then the notebooks, which only
 draw their pages; the two phases are timed apart). Prints the wall times and their ratio,
 each run's time, whether every metrics.json came out the same, and the ratio to expect with
@@ -23,8 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from vgg_transfer import cluster, runner
-from vgg_transfer.config import PROJECT_ROOT, load_experiments, resolve_profile
+from vgg_transfer import runner
+from vgg_transfer.runner import cluster
+from vgg_transfer.spec.config import PROJECT_ROOT, load_experiments
+from vgg_transfer.spec.profiles import resolve_profile
 
 
 def makespan(seconds: list[float], workers: int) -> float:
@@ -69,20 +71,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sequential, parallel = Path(tmp) / "sequential", Path(tmp) / "cluster"
         start = time.perf_counter()
-        outcomes = runner.run_experiments(args.profile, outputs=sequential)
+        outcomes = runner.profile.run_experiments(args.profile, outputs=sequential)
         seq_seconds = time.perf_counter() - start
         assert {o.status for o in outcomes} == {"ok"}, outcomes
 
         start = time.perf_counter()
-        tasks = cluster.run_points(points, runner.runs_dir(args.profile, parallel),
+        tasks = cluster.run_points(points, runner.profile.runs_dir(args.profile, parallel),
                                    workers=args.workers)
         runs_seconds = time.perf_counter() - start
-        outcomes = runner.run_experiments(args.profile, outputs=parallel, workers=args.workers)
+        outcomes = runner.profile.run_experiments(args.profile, outputs=parallel, workers=args.workers)
         par_seconds = time.perf_counter() - start
         assert {o.status for o in outcomes} == {"ok"}, outcomes
         assert {o.status for o in tasks.values()} == {"ok"}, tasks
 
-        seq_runs, par_runs = (runner.runs_dir(args.profile, f) for f in (sequential, parallel))
+        seq_runs, par_runs = (runner.profile.runs_dir(args.profile, f) for f in (sequential, parallel))
         run_seconds, worker_seconds = ({n: json.loads((folder / n / "timings.json").read_text())
                                         ["wall_seconds"] for n in names}
                                        for folder in (seq_runs, par_runs))

@@ -66,13 +66,13 @@ def site(tmp_path_factory):
         mp.setenv("CIFAR10_DIR", str(make_folder(root / "data")))
         overrides = {"train_size": 40, "val_size": 20}
     mp.setenv("WEIGHTS", "hed-bsds500")
-    outcomes = runner.run_experiments(PROFILE, overrides, outputs=root / "outputs")
+    outcomes = runner.profile.run_experiments(PROFILE, overrides, outputs=root / "outputs")
     book = root / "book"
     shutil.copytree(PROJECT_ROOT / "book", book,
                     ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
-    runner.build_pages(PROFILE, outputs=root / "outputs", book=book)
-    index = runner.build_site(strict=True, book=book)
-    runs = runner.finished_runs(PROFILE, outputs=root / "outputs")
+    runner.book.build_pages(PROFILE, outputs=root / "outputs", book=book)
+    index = runner.book.build_site(strict=True, book=book)
+    runs = runner.book.finished_runs(PROFILE, outputs=root / "outputs")
     folder = root / "outputs" / PROFILE / "runs"
     from vgg_transfer.record import RunRecord
 

@@ -16,11 +16,14 @@ import nbformat
 import numpy as np
 import pytest
 
-from vgg_transfer import backend, runner, sweep, tables
-from vgg_transfer.config import ConfigError, Point, load_experiments, make_config, resolve_points
-from vgg_transfer.record import RunRecord
-
 from conftest import PROJECT_ROOT, make_folder
+from vgg_transfer import runner
+from vgg_transfer.record import RunRecord
+from vgg_transfer.report import tables
+from vgg_transfer.run import backend
+from vgg_transfer.runner import sweep
+from vgg_transfer.spec.config import ConfigError, load_experiments, make_config
+from vgg_transfer.spec.profiles import Point, resolve_points
 
 REQUIRED = {name.strip() for name in os.environ.get("VGG_REQUIRE_BACKENDS", "").split(",")}
 
@@ -93,7 +96,7 @@ def test_the_kernel_runs_the_backend_it_is_given(tmp_path):
     notebook.cells = [nbformat.v4.new_code_cell(
         f"import os\nopen({str(tmp_path / 'seen')!r}, 'w').write(os.environ['KERAS_BACKEND'])")]
     nbformat.write(notebook, tmp_path / "probe.ipynb")
-    runner.execute(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", {}, None,
+    runner.papermill.execute(tmp_path / "probe.ipynb", tmp_path / "out.ipynb", {}, None,
                    {backend.ENV: "jax"})
     assert (tmp_path / "seen").read_text() == "jax"
 
@@ -102,16 +105,16 @@ def test_the_runner_checks_backends_before_anything_runs(tmp_path, tiny_cifar, m
     mixed = {"frozen": [_point({"backend": "jax"}), _point({"backend": "tensorflow"})]}
     with pytest.raises(ConfigError, match="experiment 'frozen': its runs use several backends "
                                           r"\(jax, tensorflow\)"):
-        runner.check_backends(mixed, tmp_path, "code", force=False)
+        runner.profile.check_backends(mixed, tmp_path, "code", force=False)
     monkeypatch.setattr(backend, "installed", lambda: ["tensorflow"])
     with pytest.raises(ConfigError, match="backend: torch is not installed here"):
-        runner.check_backends({"frozen": [_point({"data_dir": str(tiny_cifar),
+        runner.profile.check_backends({"frozen": [_point({"data_dir": str(tiny_cifar),
                                                   "backend": "torch"})]},
                               tmp_path, "code", force=False)
 
 
 def test_a_runs_provenance_names_its_backend(tmp_path):
-    from vgg_transfer.experiment import run
+    from vgg_transfer.run.pipeline import run
 
     data = make_folder(tmp_path / "data", per_batch=12, test=10)
     cfg = make_config({"name": "frozen", "regime": "frozen", "weights": "none",
@@ -136,9 +139,10 @@ def test_a_runs_provenance_names_its_backend(tmp_path):
 FROZEN_BASE = """
 import json
 import numpy as np
-from vgg_transfer import backend
-from vgg_transfer.models import build_model
-from vgg_transfer.training import one_phase, set_seed, train
+from vgg_transfer.run import backend
+from vgg_transfer.run.models import build_model
+from vgg_transfer.run.training import one_phase, train
+from vgg_transfer.run.epochs import set_seed
 
 rng = np.random.default_rng(0)
 x, y = rng.integers(0, 256, (32, 32, 32, 3)).astype("uint8"), rng.integers(0, 10, 32)
@@ -175,9 +179,9 @@ def test_the_frozen_base_stays_bit_identical_on_every_backend(name):
 GRADCAM = """
 import json, sys
 import numpy as np
-from vgg_transfer.explain import gradcam
-from vgg_transfer.models import build_model
-from vgg_transfer.training import set_seed
+from vgg_transfer.run.explain import gradcam
+from vgg_transfer.run.models import build_model
+from vgg_transfer.run.epochs import set_seed
 
 weights, out = sys.argv[1], sys.argv[2]
 set_seed(0)
@@ -231,7 +235,7 @@ def test_the_smoke_profile_runs_end_to_end_on_jax(tmp_path):
     book = tmp_path / "book"
     shutil.copytree(PROJECT_ROOT / "book", book,
                     ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
-    index = runner.build_report("smoke", outputs=outputs, book=book)
+    index = runner.book.build_report("smoke", outputs=outputs, book=book)
     assert index.is_file()
     page = (book / "_build" / "html" / "results" / "reproducibility.html").read_text()
     assert "jax" in page

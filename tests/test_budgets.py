@@ -5,11 +5,13 @@ the best epoch without reading the test set."""
 import numpy as np
 import pytest
 
-from vgg_transfer import experiment
-from vgg_transfer.config import load_experiments, resolve
-from vgg_transfer.features import FeatureCache, block_outputs
-from vgg_transfer.models import build_model, stem
-from vgg_transfer.training import PhaseBudget, Plateau, one_phase, plan, set_seed, train
+from vgg_transfer.run import pipeline
+from vgg_transfer.run.epochs import Plateau, set_seed
+from vgg_transfer.run.features import FeatureCache, block_outputs
+from vgg_transfer.run.models import build_model, stem
+from vgg_transfer.run.training import PhaseBudget, one_phase, plan, train
+from vgg_transfer.spec.config import load_experiments
+from vgg_transfer.spec.profiles import resolve
 
 
 def _tiny(n=32, seed=0):
@@ -140,7 +142,7 @@ def test_early_stopping_never_reads_the_test_set(tiny_cifar, tmp_path, monkeypat
         "epochs": 4, "early_stopping": 1, "save_model": False}, env={})
     assert plan(cfg.regime, cfg)[0].restore_best
     state = {"fitting": False}
-    real_fit, real_split = experiment.fit, experiment.load_split
+    real_fit, real_split = pipeline.fit, pipeline.load_split
 
     class Guarded:
         def __init__(self, data):
@@ -163,8 +165,8 @@ def test_early_stopping_never_reads_the_test_set(tiny_cifar, tmp_path, monkeypat
         finally:
             state["fitting"] = False
 
-    monkeypatch.setattr(experiment, "load_split", guarded_split)
-    monkeypatch.setattr(experiment, "fit", watched_fit)
-    metrics = experiment.run(cfg, tmp_path / "run")
+    monkeypatch.setattr(pipeline, "load_split", guarded_split)
+    monkeypatch.setattr(pipeline, "fit", watched_fit)
+    metrics = pipeline.run(cfg, tmp_path / "run")
     assert metrics.phases[0]["patience"] == 1 and metrics.test_n == 10
     assert metrics.steps == metrics.epochs * 1 and metrics.images_seen == metrics.epochs * 40

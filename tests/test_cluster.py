@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from vgg_transfer import cluster
-from vgg_transfer.config import ConfigError, load_experiments, resolve_profile
-
 from conftest import PROJECT_ROOT
+from vgg_transfer.runner import cluster
+from vgg_transfer.spec.config import ConfigError, load_experiments
+from vgg_transfer.spec.profiles import resolve_profile
 
 # ---------------------------------------------------------------- quick: the cluster itself
 

@@ -3,9 +3,15 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
-from vgg_transfer.config import (STUDIES, ConfigError, load_experiments, parse_set, profile_compare,
-                                 profile_studies, resolve, resolve_points, resolve_profile)
+from vgg_transfer.spec.config import ConfigError, load_experiments, parse_set
+from vgg_transfer.spec.profiles import (
+    STUDIES,
+    profile_compare,
+    profile_studies,
+    resolve,
+    resolve_points,
+    resolve_profile,
+)
 
 SPEC = {
     "defaults": {"weights": "imagenet", "epochs": 10, "val_size": 5000},
@@ -190,21 +196,21 @@ def test_studies_and_compare_are_checked():
         resolve_profile({**GRID, "profiles": {"p": {"studys": []}}}, "p", env={})
 
 
-def test_run_key_covers_every_module_a_run_imports():
-    """Every module the run path imports is either in a run's key (sweep.RUN_MODULES) or
-    left out for a stated reason (sweep.NOT_KEYED); a new module must be placed in one."""
-    probe = ("import sys; import vgg_transfer.sweep, vgg_transfer.experiment; "
-             "print(sorted(m.split('.')[1] for m in sys.modules "
-             "if m.startswith('vgg_transfer.')))")
+def test_a_run_computes_only_with_keyed_code():
+    """Every module a run imports is under run/ (whose code is the key's fingerprint) or
+    enters the key as data: the config's values, the regime's training fields, the record's
+    schema version; files only writes. A module added elsewhere that a run imports fails."""
+    probe = ("import sys; import vgg_transfer.run.pipeline; "
+             "print(sorted(m for m in sys.modules if m.startswith('vgg_transfer')))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     imported = set(eval(result.stdout.strip().splitlines()[-1]))
-    from vgg_transfer import sweep
+    outside = {m for m in imported if not m.startswith("vgg_transfer.run.")}
+    assert outside == {"vgg_transfer", "vgg_transfer.run", "vgg_transfer.spec",
+                       "vgg_transfer.spec.config", "vgg_transfer.spec.regimes",
+                       "vgg_transfer.record", "vgg_transfer.files"}, outside
+    from vgg_transfer.runner import sweep
 
-    placed = set(sweep.RUN_MODULES) | set(sweep.NOT_KEYED)
-    assert imported <= placed, imported - placed
-    assert not set(sweep.RUN_MODULES) & set(sweep.NOT_KEYED)
-    assert all((sweep.PACKAGE / f"{name}.py").is_file() for name in placed)
     # the pages' code is in the site's hash but not in a run's
-    assert sweep.code_hash() != sweep.code_hash(modules=None)
+    assert sweep.code_hash() != sweep.package_hash()

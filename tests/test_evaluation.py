@@ -1,10 +1,18 @@
 import numpy as np
 import pytest
 
-from vgg_transfer.evaluation import (confusion, cross_entropy, evaluate_predictions,
-                                     expected_calibration_error, mcnemar_exact,
-                                     per_class_accuracy, pick_examples, reliability_bins,
-                                     seed_summary, wilson_interval)
+from vgg_transfer.run.metrics import (
+    confusion,
+    cross_entropy,
+    evaluate_predictions,
+    expected_calibration_error,
+    mcnemar_exact,
+    per_class_accuracy,
+    pick_examples,
+    reliability_bins,
+    seed_summary,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_hand_computed():

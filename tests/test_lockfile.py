@@ -2,7 +2,7 @@
 
 import importlib.metadata
 
-from vgg_transfer import lockfile
+from vgg_transfer.report import lockfile
 
 
 def _lock(tmp_path, text):

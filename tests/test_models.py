@@ -5,11 +5,11 @@ import keras
 import numpy as np
 import pytest
 
-from vgg_transfer.explain import fixed_examples, gradcam, gradcam_layer
-from vgg_transfer.models import SmallMapConv, build_model, param_counts, stem, top
-from vgg_transfer.training import (FeatureCache, PhaseBudget, one_phase, predict, set_seed,
-                                   train)
-from vgg_transfer.weights import WeightsError, build_base, hed_weights_path
+from vgg_transfer.run.epochs import set_seed
+from vgg_transfer.run.explain import fixed_examples, gradcam, gradcam_layer
+from vgg_transfer.run.models import SmallMapConv, build_model, param_counts, stem, top
+from vgg_transfer.run.training import FeatureCache, PhaseBudget, one_phase, predict, train
+from vgg_transfer.run.weights import WeightsError, build_base, hed_weights_path
 
 BASE_PARAMS = 14_714_688     # VGG16 convolutional base (13 conv layers)
 HEAD_PARAMS = 512 * 256 + 256 + 256 * 10 + 10  # Dense 256 on 512 features + Dense 10

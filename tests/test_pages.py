@@ -10,12 +10,19 @@ import yaml
 
 from conftest import PROJECT_ROOT
 from test_report import fake_run, mask
-from vgg_transfer import pages, runner
-from vgg_transfer.config import STUDIES, ConfigError, book_pages, load_experiments
+from vgg_transfer import runner
+from vgg_transfer.report import pages
+from vgg_transfer.spec.config import ConfigError, load_experiments
+from vgg_transfer.spec.profiles import STUDIES, book_pages
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-PAGE_MODULES = ("pages", "selection", "stats", "words", "sentences", "tables", "figures",
-                "original", "regimes", "record", "runner")
+SRC = PROJECT_ROOT / "src"
+# The page side, found by folder: every module of report/ (and its studies), with the record,
+# the spec and the runner that builds the book.
+PAGE_MODULES = (*sorted(".".join(p.relative_to(SRC).with_suffix("").parts)
+                        for p in (SRC / "vgg_transfer" / "report").rglob("*.py")),
+                "vgg_transfer.record", "vgg_transfer.spec.regimes", "vgg_transfer.spec.profiles",
+                "vgg_transfer.runner.book", "vgg_transfer.runner.profile")
 
 
 def test_the_books_declaration_names_pages_that_exist():
@@ -50,7 +57,7 @@ def test_a_bad_declaration_names_what_is_wrong(book, message):
 
 def test_toc_follows_the_declaration(tmp_path):
     declaration = book_pages(load_experiments())
-    runner.write_toc(declaration, ["frozen", "scratch"], [], tmp_path)
+    runner.book.write_toc(declaration, ["frozen", "scratch"], [], tmp_path)
     toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
     assert toc["root"] == "results/intro"
     assert [part["caption"] for part in toc["parts"]] == [
@@ -58,7 +65,7 @@ def test_toc_follows_the_declaration(tmp_path):
     files = [[c["file"] for c in part["chapters"]] for part in toc["parts"]]
     assert files[0] == ["transfer_learning", "results/vgg16", "method"]
     assert files[1] == ["results/experiments/frozen", "results/experiments/scratch"]
-    runner.write_toc(declaration, ["frozen"], ["seeds", "protocol"], tmp_path)
+    runner.book.write_toc(declaration, ["frozen"], ["seeds", "protocol"], tmp_path)
     toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
     assert toc["parts"][3]["chapters"] == [{"file": "results/studies/seeds"},
                                           {"file": "results/studies/protocol"}]
@@ -66,7 +73,7 @@ def test_toc_follows_the_declaration(tmp_path):
 
 def test_page_notebooks_come_from_the_declaration(tmp_path):
     declaration = book_pages(load_experiments())
-    targets = runner._page_notebooks(declaration, ["seeds"], tmp_path)
+    targets = runner.book._page_notebooks(declaration, ["seeds"], tmp_path)
     names = [(template.stem, output.relative_to(tmp_path).as_posix())
              for template, output in targets]
     assert names[:3] == [("intro", "intro.ipynb"), ("vgg16", "vgg16.ipynb"),
@@ -119,7 +126,7 @@ def test_a_page_takes_the_context_and_sets_up_once(name):
     parameters = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(parameters) == 1 and parameters[0] is cells[0]
     assert "remove-cell" in parameters[0].metadata["tags"]
-    assert runner.papermill_parameters(NOTEBOOKS / f"{name}.ipynb") == {"context"}
+    assert runner.papermill.papermill_parameters(NOTEBOOKS / f"{name}.ipynb") == {"context"}
     setup = cells[1]
     assert "remove-cell" in setup.metadata["tags"] and "pages.setup(context" in setup.source
     assert sum("pages.setup(" in cell.source for cell in cells) == 1
@@ -135,7 +142,7 @@ def test_the_experiment_page_opens_without_plumbing(tmp_path):
     executed = tmp_path / "executed.ipynb"
     nbformat.write(nb, executed)
     run = fake_run("frozen", "frozen", 0, mask(100))
-    runner._title_experiment(executed, tmp_path / "page.ipynb", "frozen", [run])
+    runner.book._title_experiment(executed, tmp_path / "page.ipynb", "frozen", [run])
     page = nbformat.read(tmp_path / "page.ipynb", as_version=4)
     assert page.cells[0].source.startswith(
         "# Experiment: frozen\n\n*pretrained VGG16 base frozen; only the head trains; "
@@ -147,8 +154,9 @@ def test_the_experiment_page_opens_without_plumbing(tmp_path):
 
 
 def test_page_modules_never_load_a_backend():
+    assert "vgg_transfer.report.studies.depth" in PAGE_MODULES
     probe = ("import sys; "
-             + "; ".join(f"import vgg_transfer.{name}" for name in PAGE_MODULES)
+             + "; ".join(f"import {name.removesuffix('.__init__')}" for name in PAGE_MODULES)
              + "; print(sorted(m for m in sys.modules if m.split('.')[0] in "
                "('tensorflow', 'keras', 'jax', 'torch')))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

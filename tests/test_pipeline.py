@@ -9,11 +9,12 @@ import sys
 import pytest
 from bs4 import BeautifulSoup
 
-from vgg_transfer import runner, sweep
-from vgg_transfer.record import SCHEMA_VERSION, RunRecord
-from vgg_transfer.config import STUDIES, load_experiments, resolve_points
-
 from conftest import PROJECT_ROOT
+from vgg_transfer import runner
+from vgg_transfer.record import SCHEMA_VERSION, RunRecord
+from vgg_transfer.runner import sweep
+from vgg_transfer.spec.config import load_experiments
+from vgg_transfer.spec.profiles import STUDIES, resolve_points
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def test_studies_pages_show_this_builds_numbers(site):
 
 
 def test_unchanged_runs_are_reused(site):
-    outcomes = runner.run_experiments(site["profile"], site["overrides"], only=["frozen"],
+    outcomes = runner.profile.run_experiments(site["profile"], site["overrides"], only=["frozen"],
                                       outputs=site["outputs"])
     assert [o.status for o in outcomes] == ["cached"]
 
@@ -134,14 +135,14 @@ def test_one_run_dir_needs_one_point(tmp_path):
 def test_unchanged_site_is_not_rebuilt(site, monkeypatch):
     book = site["html"].parents[1]
     profile = site["profile"]
-    key = runner.site_key(profile, outputs=site["outputs"], book=book)
-    assert runner.site_key(profile, outputs=site["outputs"], book=book) == key
+    key = runner.book.site_key(profile, outputs=site["outputs"], book=book)
+    assert runner.book.site_key(profile, outputs=site["outputs"], book=book) == key
     (site["html"] / ".site_key").write_text(key + "\n")
 
     def rebuilt(*args, **kwargs):
         raise AssertionError("an unchanged site was rebuilt")
-    monkeypatch.setattr(runner, "build_pages", rebuilt)
-    assert runner.build_report(profile, outputs=site["outputs"], book=book) == site["index"]
+    monkeypatch.setattr(runner.book, "build_pages", rebuilt)
+    assert runner.book.build_report(profile, outputs=site["outputs"], book=book) == site["index"]
     (book / "method.md").write_text((book / "method.md").read_text() + "\nChanged.\n")
     with pytest.raises(AssertionError, match="rebuilt"):
-        runner.build_report(profile, outputs=site["outputs"], book=book)
+        runner.book.build_report(profile, outputs=site["outputs"], book=book)

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from vgg_transfer import regimes
-from vgg_transfer.config import ConfigError, load_experiments, resolve
-from vgg_transfer.models import build_model, param_counts
-from vgg_transfer.training import PhaseBudget, plan
+from vgg_transfer.run.models import build_model, param_counts
+from vgg_transfer.run.training import PhaseBudget, plan
+from vgg_transfer.spec import regimes
+from vgg_transfer.spec.config import ConfigError, load_experiments
+from vgg_transfer.spec.profiles import resolve
 
 BLOCK5 = 3 * (3 * 3 * 512 * 512 + 512)
 HEAD = 512 * 256 + 256 + 256 * 10 + 10

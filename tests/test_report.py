@@ -4,12 +4,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vgg_transfer import original, regimes, selection, sentences, stats, tables
-from vgg_transfer.config import ExperimentConfig, point_name
-from vgg_transfer.record import (SCHEMA_VERSION, Metrics, Params, Provenance, RunRecord,
-                                 Timings)
-from vgg_transfer.sentences import compare_sentence, findings
-from vgg_transfer.words import accuracy_cell, phrase
+from vgg_transfer.record import SCHEMA_VERSION, Metrics, Params, Provenance, RunRecord, Timings
+from vgg_transfer.report import discussion, original, selection, stats, tables
+from vgg_transfer.report.sentences import compare_sentence, findings
+from vgg_transfer.report.studies import (
+    calibration,
+    claims,
+    data_efficiency,
+    depth,
+    gradcam,
+    protocol,
+    seeds,
+)
+from vgg_transfer.report.words import accuracy_cell, phrase
+from vgg_transfer.spec import regimes
+from vgg_transfer.spec.config import ExperimentConfig
+from vgg_transfer.spec.profiles import point_name
 
 
 def _predictions(correct: np.ndarray, confidence: float) -> pd.DataFrame:
@@ -181,12 +191,12 @@ def test_data_efficiency_and_where_transfer_pays():
     table = stats.by_setting(runs, ["sbn", "fro"], "train_n")
     assert table[["experiment", "train_n", "mean"]].values.tolist() == [
         ["sbn", 500, 0.2], ["sbn", 2000, 0.55], ["fro", 500, 0.6], ["fro", 2000, 0.575]]
-    lines = sentences.where_transfer_pays(runs, "sbn", ["fro"])
+    lines = data_efficiency.where_transfer_pays(runs, "sbn", ["fro"])
     assert lines[0].startswith("**500 images**: **fro** beats **sbn** by 40.0 points "
                                "(60.0% against 20.0%, means over seeds) in every seed")
     assert "not distinguishable" in lines[1] and lines[1].startswith("**2,000 images**")
     # the baseline is the first experiment that trains a network from random weights
-    assert sentences.data_efficiency_sentences(runs, ["fro", "sbn"]) == lines
+    assert data_efficiency.findings(runs, ["fro", "sbn"]) == lines
 
 
 def test_centre_share():
@@ -195,9 +205,9 @@ def test_centre_share():
     centred[0, 12:20, 12:20] = 1
     corner = np.zeros((1, 32, 32))
     corner[0, :4, :4] = 1
-    shares = stats.centre_share(np.concatenate([uniform, centred, corner]))
+    shares = gradcam.centre_share(np.concatenate([uniform, centred, corner]))
     assert shares.tolist() == [0.25, 1.0, 0.0]
-    assert np.isnan(stats.centre_share(np.zeros((1, 32, 32)))[0])
+    assert np.isnan(gradcam.centre_share(np.zeros((1, 32, 32)))[0])
 
 
 def test_gradcam_table_reads_the_records_heatmaps():
@@ -210,39 +220,39 @@ def test_gradcam_table_reads_the_records_heatmaps():
            "layer": np.array("block5_conv3"), "side": np.array(2)}
     runs = [fake_run("fro", "frozen", 0, mask(100), gradcam=cam),
             fake_run("sbn", "scratch_bn", 0, mask(100))]  # no heatmaps: left out
-    table, cams = stats.gradcam(runs, ["fro", "sbn"])
+    table, cams = gradcam.study_table(runs, ["fro", "sbn"])
     assert table.to_dict("records") == [{
         "experiment": "fro", "run": "fro-s0", "layer": "block5_conv3", "map": "2×2",
         "centre share, right": 1.0, "centre share, wrong": 0.25,
         "centre share, one per class": 0.0}]
     assert cams["fro"]["run"] is runs[0]
-    assert "fro 100% (right) / 25% (wrong)" in sentences.gradcam_sentence(runs, ["fro"])
+    assert "fro 100% (right) / 25% (wrong)" in gradcam.finding(runs, ["fro"])
 
 
 def test_calibration_table_and_collapse():
     runs = [fake_run("fro", "frozen", s, mask(100), confidence=0.9, val=(0.1, 0.1, 0.1))
             for s in (0, 1)]
-    table = stats.calibration(runs, ["fro", "missing"])
+    table = calibration.study_table(runs, ["fro", "missing"])
     assert table["experiment"].tolist() == ["fro"]
     assert table["confidence − accuracy"].iloc[0] == pytest.approx(0.4)
     assert table["ECE"].iloc[0] == pytest.approx(0.4)
     runs = [fake_run("finetune", "finetune", s, mask(100), val=(0.1, 0.1, 0.1))
             for s in (0, 1)]
     assert stats.collapse(runs, "finetune")["collapsed"]
-    assert "stayed at chance" in sentences.collapse_sentence(runs)
+    assert "stayed at chance" in protocol.collapse_sentence(runs)
 
 
 def test_claims_cite_this_builds_numbers():
     runs = [fake_run(name, name, s, mask(n)) for s in (0, 1)
             for name, n in (("mlp", 60), ("scratch", 40), ("partial", 90), ("finetune", 80))]
-    claims = tables.claims_table(runs)
-    assert claims["the original's regime"].tolist() == ["scratch", "frozen", "unfrozen"]
-    assert claims.loc[0, "this build measured (test)"].startswith("mlp: 30.0% ± 0.0 (n = 2)")
-    assert claims.loc[1, "this build measured (test)"].endswith(
+    table = claims.study_table(runs)
+    assert table["the original's regime"].tolist() == ["scratch", "frozen", "unfrozen"]
+    assert table.loc[0, "this build measured (test)"].startswith("mlp: 30.0% ± 0.0 (n = 2)")
+    assert table.loc[1, "this build measured (test)"].endswith(
         "training accuracy in its last epoch 50.0% (dropout on)")
-    assert "VGG16 from random weights reaches 20.0%" in claims.loc[0, "cause of the difference"]
-    assert "did not collapse" not in claims.loc[2, "cause of the difference"]
-    assert "learns" in claims.loc[2, "cause of the difference"]
+    assert "VGG16 from random weights reaches 20.0%" in table.loc[0, "cause of the difference"]
+    assert "did not collapse" not in table.loc[2, "cause of the difference"]
+    assert "learns" in table.loc[2, "cause of the difference"]
 
 
 def test_the_originals_regimes_follow_the_registry():
@@ -253,19 +263,19 @@ def test_the_originals_regimes_follow_the_registry():
     assert set(original.corrections()) == set(regimes.corrections())
     runs = [fake_run(name, name, s, mask(n)) for s in (0, 1)
             for name, n in (("partial", 90), ("frozen", 120))]
-    pairs = stats.corrections_tested(runs, original.corrections())
+    pairs = protocol.corrections_tested(runs, original.corrections())
     assert pairs[["A", "B"]].values.tolist() == [["frozen", "partial"]]
 
 
 def test_seed_noise():
     runs = [fake_run("a", "frozen", s, mask(n, 1000)) for s, n in enumerate((480, 500, 520))]
-    noise = stats.seed_noise(runs, ["a"])
+    noise = seeds.seed_noise(runs, ["a"])
     assert noise["seed_sd"] == pytest.approx(0.02)
     assert noise["test_sd"] == pytest.approx(np.sqrt(0.25 / 1000))
     # 2.0 points against 1.6: the same order; 5.0 against 1.6: larger
-    assert "of the same order as test-set noise" in sentences.seed_noise_sentence(runs, ["a"])
+    assert "of the same order as test-set noise" in seeds.finding(runs, ["a"])
     runs = [fake_run("a", "frozen", s, mask(n, 1000)) for s, n in enumerate((450, 500, 550))]
-    assert "larger than test-set noise" in sentences.seed_noise_sentence(runs, ["a"])
+    assert "larger than test-set noise" in seeds.finding(runs, ["a"])
 
 
 def test_rise_margin_hand_computed():
@@ -292,18 +302,18 @@ def test_discussion_pages_say_what_the_build_measured():
     studies = {"seeds": ["scratch", "scratch_bn", "mlp", "frozen", "partial", "finetune",
                          "two_phase"], "protocol": ["mlp", "partial", "frozen", "finetune"],
                "data_efficiency": ["scratch_bn", "frozen"]}
-    limits = sentences.limitations(runs, studies)
+    limits = discussion.limitations(runs, studies)
     assert limits.startswith("- **Budgets, not convergence.** Still improving when their "
                              "budget ran out")
     assert "the whole network saw 4,000 images, 1% of the 450,000" in limits
     assert "**Few seeds.** 2 seeds per point" in limits and "±12.71 standard errors" in limits
     assert "**Many comparisons.** The seeds study runs 21 pairwise tests" in limits
-    better = sentences.improvements(runs, studies)
+    better = discussion.improvements(runs, studies)
     assert "**The full protocol on a GPU.** A regime that trains the whole network ran at " \
            "400 images/s here" in better
     assert "**How much to unfreeze.** Two-phase fine-tuning here unfroze blocks 1–5" in better
     assert better.endswith("the defaults here are the original study's, not tuned ones.")
-    verdict = sentences.conclusion(runs, studies, ["scratch", "frozen", "finetune"])
+    verdict = discussion.conclusion(runs, studies, ["scratch", "frozen", "finetune"])
     assert verdict.startswith("- Does transfer learning beat training from scratch")
     assert "Frozen as the original ran it (block 5 trainable) against truly frozen" in verdict
     assert "nan" not in limits + better + verdict
@@ -314,7 +324,7 @@ def test_tables_read_records():
     cost = tables.cost_table(runs)
     assert cost.loc[0, "setting"] == "mlp" and cost.loc[0, "runs"] == 2
     assert cost["training images/s"].iloc[0] == pytest.approx(2000 * 2 / 10)
-    settings = tables.protocol_settings(runs)
+    settings = protocol.settings(runs)
     assert settings["this build"].tolist()[:3] == [
         "2,000 images", "500 images carved from the training set", "200, used once per run"]
     assert tables.run_summary(runs[0])["value"].tolist()[:3] == ["20.00%", "17.00% – 23.00%",
@@ -329,13 +339,13 @@ def test_depth_table_and_sentence():
         run = fake_run("depth", "finetune", 0, mask(right), axes={"unfreeze_from": start})
         run.config = run.config.model_copy(update={"unfreeze_from": start})
         runs.append(run)
-    table = stats.by_depth(runs, ["depth"])
+    table = depth.study_table(runs, ["depth"])
     assert table["unfreeze from block"].tolist() == [1, 3, 5]
     assert table["mean"].tolist() == [0.65, 0.7, 0.6]
     assert table["trained"].tolist() == ["everything", "blocks 3-5 and the head",
                                          "block 5 and the head"]
     assert not table["ci_low"].isna().any()  # one run each: the Wilson interval
-    sentence = sentences.depth_sentence(runs, ["depth"])
+    sentence = depth.finding(runs, ["depth"])
     assert "fine-tuning from block 3 reached the highest test accuracy, 70.0%" in sentence
     assert "Fine-tuning everything reached 65.0%" in sentence
-    assert "nan" not in tables.format_depth(table).to_html()
+    assert "nan" not in depth.formatted(table).to_html()

@@ -1,29 +1,35 @@
 """A run's key: what determines its result, and nothing else.
 
-A change to a page module, a log message, a comment or a profile's page list leaves a
-finished run reused; a change to the code that trains re-runs it; the same data spelled as
-a relative or an absolute path is the same data.
+A change to a page module, a log message, a comment, a profile's page list, a regime's
+colour or description, or a new regime entry leaves a finished run reused; a change to the
+code under run/ or to a regime's training fields re-runs it; the same data spelled as a
+relative or an absolute path is the same data.
 """
 
+import dataclasses
 import os
 import shutil
 import stat
 
 import pytest
 
-from vgg_transfer import artifacts, sweep
-from vgg_transfer.config import load_experiments, resolve_points
+from vgg_transfer import files
 from vgg_transfer.record import SCHEMA_VERSION
+from vgg_transfer.run import fingerprint
+from vgg_transfer.runner import sweep
+from vgg_transfer.spec import regimes
+from vgg_transfer.spec.config import load_experiments
+from vgg_transfer.spec.profiles import resolve_points
 
 TRAINING_LINE = "    value = seed * 100_003 + epoch\n"
 
 
 @pytest.fixture
 def package(tmp_path, monkeypatch):
-    """A copy of the installed package that the key is computed from."""
+    """A copy of the installed package; a run's key reads the copy's run/ folder."""
     copy = tmp_path / "vgg_transfer"
     shutil.copytree(sweep.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(sweep, "PACKAGE", copy)
+    monkeypatch.setattr(fingerprint, "FOLDER", copy / "run")
     return copy
 
 
@@ -39,7 +45,7 @@ def _finished(points, runs_dir):
     for point in points:
         folder = runs_dir / point.name
         folder.mkdir(parents=True)
-        artifacts.write_json(folder / "metrics.json", {"schema_version": SCHEMA_VERSION})
+        files.write_json(folder / "metrics.json", {"schema_version": SCHEMA_VERSION})
         (folder / "run_key").write_text(sweep.run_key(point.cfg, code) + "\n")
 
 
@@ -56,20 +62,44 @@ def finished(tmp_path, tiny_cifar, package):
 
 def test_page_modules_and_log_messages_leave_runs_reused(finished, package):
     spec, points, runs = finished
-    for page_module in ("runner.py", "cli.py"):
+    for page_module in ("runner/profile.py", "cli.py", "report/stats.py", "spec/config.py"):
         (package / page_module).write_text((package / page_module).read_text() + "\nX = 1\n")
-    _edit(package / "training.py", 'print(f"{plateau.monitor} has not improved',
+    _edit(package / "run/epochs.py", 'print(f"{plateau.monitor} has not improved',
           'print(f"{plateau.monitor} did not improve')
-    _edit(package / "training.py", '"""The training loop', '"""The loop that trains')
-    _edit(package / "models.py", "BN_MOMENTUM = 0.9  #", "BN_MOMENTUM = 0.9  # (reworded) ")
-    (package / "new_page_module.py").write_text("def page():\n    return 1\n")
+    _edit(package / "run/training.py", '"""The training loop', '"""The loop that trains')
+    _edit(package / "run/models.py", "BN_MOMENTUM = 0.9  #", "BN_MOMENTUM = 0.9  # (reworded) ")
+    (package / "report" / "new_page_module.py").write_text("def page():\n    return 1\n")
     assert sweep.pending(points, runs) == []
 
 
-def test_training_code_reruns_finished_runs(finished, package):
+@pytest.mark.parametrize("module", ["run/epochs.py", "run/new_module.py"])
+def test_code_under_run_reruns_finished_runs(finished, package, module):
     _, points, runs = finished
-    _edit(package / "training.py", TRAINING_LINE, "    value = seed * 100_019 + epoch\n")
+    if module == "run/epochs.py":
+        _edit(package / module, TRAINING_LINE, "    value = seed * 100_019 + epoch\n")
+    else:
+        (package / module).write_text("SCALE = 2\n")
     assert sweep.pending(points, runs) == points
+
+
+def test_a_regimes_words_and_a_new_entry_leave_runs_reused(finished, monkeypatch):
+    spec, points, runs = finished
+    frozen = regimes.REGISTRY["frozen"]
+    registry = {**regimes.REGISTRY,
+                "frozen": dataclasses.replace(frozen, color="#000000",
+                                              description="reworded", replaces=None),
+                "wider": dataclasses.replace(frozen, name="wider", base="vgg16_bn")}
+    monkeypatch.setattr(regimes, "REGISTRY", registry)
+    assert sweep.pending(points, runs) == []
+
+
+def test_a_regimes_training_fields_rerun_its_runs(finished, monkeypatch):
+    _, points, runs = finished
+    frozen = regimes.REGISTRY["frozen"]
+    for changed in (dataclasses.replace(frozen, phases=(regimes.Phase(frozen=4),)),
+                    dataclasses.replace(frozen, init="random")):
+        monkeypatch.setitem(regimes.REGISTRY, "frozen", changed)
+        assert sweep.pending(points, runs) == points
 
 
 def test_a_profiles_page_list_is_not_part_of_a_run(finished, tiny_cifar):
@@ -108,15 +138,15 @@ def test_fingerprint_ignores_layout_comments_docstrings_and_messages():
     base = 'def f(x):\n    """Doc."""\n    print(f"x is {x}")\n    return x + 1\n'
     same = ('def f(x):  # a comment\n    """Other doc."""\n\n    print("another message", x)\n'
             '    return (x\n            + 1)\n')
-    assert sweep.code_fingerprint(base) == sweep.code_fingerprint(same)
-    assert sweep.code_fingerprint(base) != sweep.code_fingerprint(base.replace("+ 1", "+ 2"))
+    assert fingerprint.code_fingerprint(base) == fingerprint.code_fingerprint(same)
+    assert fingerprint.code_fingerprint(base) != fingerprint.code_fingerprint(base.replace("+ 1", "+ 2"))
 
 
 def test_run_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        artifacts.write_json(tmp_path / "metrics.json", {"a": 1})
-        artifacts.write_atomic(tmp_path / "run_key", "k\n")
+        files.write_json(tmp_path / "metrics.json", {"a": 1})
+        files.write_atomic(tmp_path / "run_key", "k\n")
     finally:
         os.umask(old)
     for name in ("metrics.json", "run_key"):

@@ -5,19 +5,9 @@ the run record, the page side (selection, statistics, sentences, tables, figures
 experiment runner and the command line. Notebooks only call into it.
 """
 
-import os
-
-# Before TensorFlow loads: this TensorFlow build leaves oneDNN off on these CPUs, and turning it
-# on measured about 3x faster VGG16 training steps here. Quiet TensorFlow's C++ logs too: its
-# "errors" here are a missing CUDA driver and graph attributes it ignores; real failures
-# surface as Python exceptions. The runner's kernels inherit both. TF_CPP_MIN_LOG_LEVEL is read
-# by an initialiser of libtensorflow_framework (absl::SetMinLogLevel), so it governs every line
-# logged after the library has loaded, not the few its other initialisers log while it loads
-# ("oneDNN custom operations are on", "Could not find cuda drivers"): no variable reaches
-# those (TF 2.21 reads no GLOG_* or ABSL_* variable), and the runner keeps them out of the log
-# instead (`runner.execute`).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The run side's process settings (oneDNN on, TensorFlow's C++ logs quiet) before any
+# TensorFlow import, whichever module is imported first.
+import vgg_transfer.run  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

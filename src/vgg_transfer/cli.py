@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from vgg_transfer.config import (ConfigError, experiment_names, load_experiments, parse_set,
-                                 profile_names)
+from vgg_transfer.spec.config import ConfigError, load_experiments, parse_set
+from vgg_transfer.spec.profiles import experiment_names, profile_names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _evaluate(args) -> int:
     """`evaluate RUN_DIR --data DIR`: one line with the accuracy, the result in a file."""
-    from vgg_transfer import rescore
-    from vgg_transfer.artifacts import read_json
+    from vgg_transfer.files import read_json
+    from vgg_transfer.run import rescore
 
     out = rescore.evaluate_saved(args.run_dir, args.data)
     result = read_json(out)
@@ -87,7 +87,7 @@ def _check_profile(args) -> None:
 class _CellBanners(logging.Filter):
     """Keep the notebooks' own lines (one per epoch); drop papermill's per-cell banners,
     object reprs of displayed tables and blank lines. (TensorFlow's C++ start-up lines never
-    reach the cells: see `runner.execute`.)"""
+    reach the cells: see `runner.papermill.execute`.)"""
 
     BANNERS = ("Executing Cell", "Ending Cell", "Executing notebook", "Input Notebook",
                "Output Notebook", "Working directory", "Black is not", "<Figure size")
@@ -115,12 +115,12 @@ def _log_notebook_output() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_notebook_output()
-    from vgg_transfer import runner  # after parsing, so --help stays fast
+    from vgg_transfer import runner
 
     start = time.perf_counter()
     try:
         if args.command == "clean":
-            for path in runner.clean(args.profile):
+            for path in runner.profile.clean(args.profile):
                 print(f"removed {path}")
             return 0
         if args.command == "evaluate":
@@ -133,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         _check_profile(args)
         failed = []
         if args.command in ("run", "report"):
-            outcomes = runner.run_experiments(args.profile, parse_set(args.set), args.only,
+            outcomes = runner.profile.run_experiments(args.profile, parse_set(args.set), args.only,
                                               args.kernel, args.force, args.experiments,
                                               outputs=args.outputs or runner.OUTPUTS,
                                               workers=args.workers, scheduler=args.scheduler)
             failed = [o for o in outcomes if o.status == "failed"]
             print("\nsummary: " + ", ".join(f"{o.name} {o.status}" for o in outcomes))
         if args.command in ("build", "report"):
-            index = runner.build_report(args.profile, args.kernel, args.experiments,
+            index = runner.book.build_report(args.profile, args.kernel, args.experiments,
                                         outputs=args.outputs or runner.OUTPUTS,
                                         strict=not args.no_strict,
                                         force=getattr(args, "force", False))
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # one line for the user; the traceback is in the notebook
-        from vgg_transfer.sweep import one_line
+        from vgg_transfer.runner.sweep import one_line
 
         print(f"error: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
         return 1

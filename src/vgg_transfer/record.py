@@ -22,7 +22,6 @@ with another version is refused with a message saying so, rather than misread.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vgg_transfer import artifacts
-from vgg_transfer.config import ExperimentConfig
+from vgg_transfer import files
+from vgg_transfer.spec.config import ExperimentConfig
 
 SCHEMA_VERSION = 3
 MODEL_FILE = "model.keras"
@@ -132,7 +131,7 @@ def _build(cls, values: dict, where: str):
 
 
 def _load_metrics(path: Path) -> Metrics:
-    values = artifacts.read_json(path)
+    values = files.read_json(path)
     version = values.get("schema_version")
     if version != SCHEMA_VERSION:
         raise RecordError(f"{path}: written with run-record schema {version}, this code reads "
@@ -165,14 +164,14 @@ class RunRecord:
     def write(self, folder: str | Path) -> Path:
         """Write every file of the run folder; metrics.json goes last."""
         folder = Path(folder)
-        artifacts.write_json(folder / "config.json", self.config.model_dump())
-        artifacts.write_csv(folder / "history.csv", self.history)
-        artifacts.write_csv(folder / "predictions.csv", self.predictions)
+        files.write_json(folder / "config.json", self.config.model_dump())
+        files.write_csv(folder / "history.csv", self.history)
+        files.write_csv(folder / "predictions.csv", self.predictions)
         if self.gradcam is not None:
-            artifacts.write_npz(folder / "gradcam.npz", **self.gradcam)
-        artifacts.write_json(folder / "provenance.json", _as_json(self.provenance))
-        artifacts.write_json(folder / "timings.json", _as_json(self.timings))
-        artifacts.write_json(folder / "metrics.json", _as_json(self.metrics))
+            files.write_npz(folder / "gradcam.npz", **self.gradcam)
+        files.write_json(folder / "provenance.json", _as_json(self.provenance))
+        files.write_json(folder / "timings.json", _as_json(self.timings))
+        files.write_json(folder / "metrics.json", _as_json(self.metrics))
         self.folder = folder
         return folder
 
@@ -191,11 +190,11 @@ class RunRecord:
         model = folder / MODEL_FILE
         return cls(
             # validated when the run started; read back as written, on any machine
-            config=ExperimentConfig.model_construct(**artifacts.read_json(folder / "config.json")),
+            config=ExperimentConfig.model_construct(**files.read_json(folder / "config.json")),
             metrics=_load_metrics(folder / "metrics.json"),
-            timings=_build(Timings, artifacts.read_json(folder / "timings.json"),
+            timings=_build(Timings, files.read_json(folder / "timings.json"),
                            str(folder / "timings.json")),
-            provenance=_build(Provenance, artifacts.read_json(folder / "provenance.json"),
+            provenance=_build(Provenance, files.read_json(folder / "provenance.json"),
                               str(folder / "provenance.json")),
             history=pd.read_csv(folder / "history.csv"),
             predictions=pd.read_csv(folder / "predictions.csv"),

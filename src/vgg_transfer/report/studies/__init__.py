@@ -1,0 +1,1 @@
+"""One module per study page: its statistics, sentences, table and figure."""

@@ -1,0 +1,205 @@
+"""The epoch loop under every phase: seeding, checkpoints, one log line per epoch, the
+validation-plateau rule, and Keras `fit` one epoch at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from vgg_transfer.run import backend
+from vgg_transfer.run.data import NUM_CLASSES
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the backend, and make the backend's ops deterministic."""
+    backend.seed(seed)
+
+
+def reseed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
+    """Seed everything random in one epoch from (seed, epoch) alone.
+
+    A run resumed after epoch k then draws exactly what an uninterrupted run draws in
+    epoch k + 1: the global seeds and every layer's dropout seed state are reset here.
+    """
+    value = seed * 100_003 + epoch
+    keras.utils.set_random_seed(value)
+    for layer in model._flatten_layers(include_self=False):
+        generator = getattr(layer, "seed_generator", None)
+        if isinstance(generator, keras.random.SeedGenerator):
+            generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
+
+
+@dataclass
+class Checkpoint:
+    """Where training state is saved, and how often: after an epoch once `seconds` of
+    training have passed since the last save (0: after every epoch).
+
+    Saving copies every variable out of TensorFlow, and here that slowed the next epoch by
+    up to 80%, so short epochs are not each saved; a killed run loses at most about
+    `seconds` plus one epoch.
+    """
+
+    path: Path
+    seconds: float = 0.0
+    earlier: list = field(default_factory=list)  # histories of the phases already finished
+
+    def save(self, model: keras.Model, epoch: int, history: dict,
+             plateau: "Plateau | None" = None) -> None:
+        """Model and optimizer state after `epoch` epochs of the current phase, atomically
+        (with the best epoch's weights when early stopping will restore them)."""
+        arrays = {f"m{i}": v.numpy() for i, v in enumerate(model.variables)}
+        arrays.update({f"o{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+        if plateau is not None and plateau.weights is not None:
+            arrays.update({f"b{i}": w for i, w in enumerate(plateau.weights)})
+        tmp = self.path.with_name(f".{self.path.name}.tmp.npz")
+        np.savez(tmp, **arrays, epoch=epoch, history=json.dumps([*self.earlier, history]))
+        os.replace(tmp, self.path)
+
+
+def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, list, list | None]:
+    """Restore a checkpoint into a freshly built and compiled model.
+
+    Returns:
+        (completed epochs of the phase it was saved in, every phase's history so far, the
+        best epoch's weights when the checkpoint kept them).
+    """
+    with np.load(path) as saved:
+        model.optimizer.build(model.trainable_variables)
+        for i, v in enumerate(model.variables):
+            v.assign(saved[f"m{i}"])
+        for i, v in enumerate(model.optimizer.variables):
+            v.assign(saved[f"o{i}"])
+        best = sorted(k for k in saved.files if k.startswith("b"))
+        weights = [saved[f"b{i}"] for i in range(len(best))] or None
+        return int(saved["epoch"]), json.loads(str(saved["history"])), weights
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
+
+
+class EpochLog:
+    """One line per epoch (no progress bars), with the epoch's wall time."""
+
+    def __init__(self, epochs: int, prefix: str = ""):
+        self.epochs, self.prefix = epochs, prefix
+        self.seconds: list[float] = []
+
+    def epoch(self, epoch: int, logs: dict, seconds: float) -> None:
+        self.seconds.append(seconds)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
+        print(f"{self.prefix}epoch {epoch + 1}/{self.epochs}  {shown}  ({seconds:.1f} s)",
+              flush=True)
+
+
+def validation_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
+    """Validation loss and accuracy over all of (x, y), batch by batch with `test_on_batch`.
+
+    Keras's `evaluate`, and `fit(validation_data=...)`, build a tf.data iterator each time;
+    here tearing it down stalled about every other epoch for some 9 s, half an epoch.
+    """
+    totals = {"val_loss": 0.0, "val_accuracy": 0.0}
+    for i in range(0, len(x), batch_size):
+        logs = model.test_on_batch(x[i:i + batch_size], y[i:i + batch_size], return_dict=True)
+        n = len(x[i:i + batch_size])
+        totals["val_loss"] += logs["loss"] * n
+        totals["val_accuracy"] += logs["accuracy"] * n
+    return {name: total / len(x) for name, total in totals.items()}
+
+
+@dataclass
+class Plateau:
+    """Early stopping on the validation split: the best epoch so far by `monitor`, its
+    weights (when `restore` asks for them), and whether the phase has stalled."""
+
+    patience: int
+    monitor: str = "val_loss"
+    restore: bool = False
+    best: float | None = None
+    best_epoch: int = 0          # 1-based within the phase
+    weights: list | None = None
+
+    def better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.monitor == "val_loss" else value > self.best
+
+    def update(self, model: keras.Model, hist: dict) -> bool:
+        """Take the epoch just logged into account; True once the phase has stalled."""
+        value = hist[self.monitor][-1]
+        if self.better(value):
+            self.best, self.best_epoch = value, len(hist[self.monitor])
+            if self.restore:
+                self.weights = [w.copy() for w in model.get_weights()]
+        return len(hist[self.monitor]) - self.best_epoch >= self.patience
+
+    def replay(self, hist: dict, weights: list | None) -> None:
+        """The state after the epochs in `hist` (a resumed phase), with the best weights a
+        checkpoint kept."""
+        values = hist.get(self.monitor, [])
+        for i, value in enumerate(values, 1):
+            if self.better(value):
+                self.best, self.best_epoch = value, i
+        self.weights = weights
+
+    def finish(self, model: keras.Model, epochs_run: int) -> int | None:
+        """Restore the best epoch's weights when asked and it was not the last; returns the
+        restored epoch (None when nothing was restored)."""
+        if not self.restore or self.weights is None or self.best_epoch == epochs_run:
+            return None
+        model.set_weights(self.weights)
+        return self.best_epoch
+
+
+def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
+               batch_size: int, seed: int, log: EpochLog, hist: dict,
+               checkpoint: Checkpoint | None = None, last: int | None = None,
+               plateau: Plateau | None = None) -> dict:
+    """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
+
+    Every epoch depends only on (seed, epoch) and the state at its start, which is what makes
+    a resumed run end like an uninterrupted one. Extends `hist` in place.
+
+    Args:
+        last: the final epoch number of the whole run; no checkpoint is written after it.
+        plateau: stop once the validation split stops improving (see `Plateau`).
+    """
+    inputs, targets = train_data
+    saved = time.perf_counter()
+    for epoch in epochs:
+        reseed_epoch(target, seed, epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
+        start = time.perf_counter()
+        history = target.fit(inputs[order], targets[order], initial_epoch=epoch,
+                             epochs=epoch + 1, batch_size=batch_size, shuffle=False, verbose=0,
+                             callbacks=[keras.callbacks.TerminateOnNaN()])
+        logs = {name: float(values[-1]) for name, values in history.history.items()}
+        logs.update(validation_scores(target, *val_data, batch_size))
+        log.epoch(epoch, logs, time.perf_counter() - start)
+        for name, value in logs.items():
+            hist.setdefault(name, []).append(value)
+        _check_finite(hist)
+        stop = plateau is not None and plateau.update(target, hist)
+        if checkpoint is not None and epoch + 1 < (last or epochs.stop) and not stop and \
+                time.perf_counter() - saved >= checkpoint.seconds:
+            checkpoint.save(target, epoch + 1, hist, plateau)
+            saved = time.perf_counter()
+        if stop and epoch + 1 < epochs.stop:
+            print(f"{plateau.monitor} has not improved for {plateau.patience} epochs "
+                  f"(best: epoch {plateau.best_epoch}): stopping this phase", flush=True)
+            break
+    return hist
+
+
+def _check_finite(hist: dict) -> None:
+    """Stop with a clear message once a loss or metric stops being a number."""
+    for name, values in hist.items():
+        if values and not np.isfinite(values[-1]):
+            raise FloatingPointError(f"training diverged: {name} became {values[-1]} "
+                                     f"in epoch {len(values)}")

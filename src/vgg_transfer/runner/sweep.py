@@ -1,0 +1,222 @@
+"""The runs of an experiment: one per point of its grid, each cached, staged and isolated.
+
+A run is skipped when its key (resolved config, data and weights hashes, the run record's
+schema version, the regime's training fields, the code under run/) matches the finished run
+on disk. Otherwise it runs in a staging folder that replaces the run folder only when the run
+succeeds, so a failure never destroys a good result; a run killed mid-training resumes from its last checkpoint. The experiment template notebook calls
+`run_in_notebook`, which runs every point of one experiment in one process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from vgg_transfer import files
+from vgg_transfer.record import SCHEMA_VERSION
+from vgg_transfer.run.data import TEST_FILE, TRAIN_FILES, sha256_file
+from vgg_transfer.run.fingerprint import code_hash
+from vgg_transfer.spec import regimes
+from vgg_transfer.spec.config import PROJECT_ROOT, ExperimentConfig, load_experiments
+from vgg_transfer.spec.profiles import Point, resolve_points
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str          # ok | cached | failed
+    seconds: float
+    error: str | None = None
+
+
+class RunsFailed(RuntimeError):
+    """Some runs of an experiment failed; the others finished and were kept."""
+
+
+CONFIG_NOT_KEYED = ("data_dir", "checkpoint_seconds")  # the data's hashes stand for the folder
+PACKAGE = Path(__file__).resolve().parents[1]  # the installed package, wherever it is
+TEMPLATE = PROJECT_ROOT / "notebooks" / "experiment.ipynb"
+
+
+def package_hash(package: Path | None = None) -> str:
+    """Every module of the package byte for byte, with the experiment template: what an
+    executed experiment notebook and the site are made of (a run's own key holds less:
+    `run.fingerprint.code_hash`)."""
+    package = Path(package or PACKAGE)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts):
+        digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+    if TEMPLATE.is_file():
+        digest.update(TEMPLATE.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _file_hash(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file, computed once per process for an unchanged file: every run of a
+    profile reads the same data and weights files."""
+    path = Path(path).expanduser().resolve()
+    stat = path.stat()
+    return _file_hash(path, stat.st_size, stat.st_mtime_ns)
+
+
+def _inputs_hash(cfg: ExperimentConfig) -> dict:
+    """Hashes of the data files and weights a run reads."""
+    data = ({name: file_hash(Path(cfg.data_dir) / name) for name in (*TRAIN_FILES, TEST_FILE)}
+            if cfg.data_dir else "keras-download")
+    if cfg.weights == "hed-bsds500":
+        from vgg_transfer.run.weights import hed_weights_path
+        weights = file_hash(hed_weights_path())
+    elif cfg.weights in ("none", "imagenet"):
+        weights = cfg.weights
+    else:
+        weights = file_hash(Path(cfg.weights))
+    return {"data": data, "weights": weights}
+
+
+def run_key(cfg: ExperimentConfig, code: str) -> str:
+    """What determines a run's result: the resolved config, the regime's training fields
+    (network, initialisation, phases; never its description or colour), the data's and
+    weights' hashes (not their paths' spelling), the run record's schema and the code that
+    computes it (`code`: `run.fingerprint.code_hash()`)."""
+    config = {k: v for k, v in cfg.model_dump().items() if k not in CONFIG_NOT_KEYED}
+    payload = {"config": config, "regime": regimes.get(cfg.regime).training_fields(),
+               **_inputs_hash(cfg), "schema": SCHEMA_VERSION, "code": code}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def is_current(run: Path, key: str) -> bool:
+    return ((run / "metrics.json").is_file() and (run / "run_key").is_file()
+            and (run / "run_key").read_text().strip() == key)
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Move a finished staging folder into place, removing the old one only afterwards."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def one_line(err: BaseException) -> str:
+    """The last meaningful line of an error (papermill wraps the kernel's traceback)."""
+    text = str(err).strip()
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line.strip()[:300]
+    return (lines[-1] if lines else type(err).__name__)[:300]
+
+
+def pending(points: list[Point], runs_dir: Path, code: str | None = None) -> list[Point]:
+    """The points without a finished run that matches their key."""
+    code = code or code_hash()
+    return [p for p in points if not is_current(Path(runs_dir) / p.name, run_key(p.cfg, code))]
+
+
+def run_point(point: Point, runs_dir: Path, key: str, force: bool = False) -> Outcome:
+    """Run one point into its staging folder and move it into place when it succeeds."""
+    from vgg_transfer.run.pipeline import run
+
+    folder = Path(runs_dir)
+    final, staging = folder / point.name, folder / f".{point.name}.partial"
+    if not force and is_current(final, key):
+        print(f"{point.name}: unchanged since its last run, reusing {final}", flush=True)
+        return Outcome(point.name, "cached", 0.0)
+    resumable = (not force and (staging / "checkpoint.npz").is_file()
+                 and (staging / "run_key").is_file()
+                 and (staging / "run_key").read_text().strip() == key)
+    if resumable:
+        print(f"{point.name}: an interrupted run left a checkpoint; resuming it", flush=True)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        (staging / "run_key").write_text(key + "\n")
+    start = time.perf_counter()
+    try:
+        run(point.cfg, staging, point.experiment, point.axes, point.reference)
+        replace_dir(staging, final)
+        (folder / f"{point.name}.failed").unlink(missing_ok=True)
+        return Outcome(point.name, "ok", time.perf_counter() - start)
+    except Exception as err:
+        message = one_line(err)
+        print(f"{point.name}: FAILED — {message}", flush=True)
+        failed = folder / f".{point.name}.failed-run"
+        shutil.rmtree(failed, ignore_errors=True)
+        staging.rename(failed)
+        files.write_json(folder / f"{point.name}.failed", {
+            "name": point.name, "error": message, "staging": str(failed),
+            "traceback": traceback.format_exc()[-4000:]})
+        return Outcome(point.name, "failed", time.perf_counter() - start, message)
+
+
+def run_points(points: list[Point], runs_dir: Path, force: bool = False) -> list[Outcome]:
+    """Run (or reuse) every point in order; a failing one does not stop the others."""
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    code = code_hash()
+    outcomes, start = [], time.perf_counter()
+    for i, point in enumerate(points, 1):
+        if len(points) > 1:
+            print(f"--- run {i}/{len(points)}: {point.name} "
+                  f"({(time.perf_counter() - start) / 60:.1f} min into this experiment) ---",
+                  flush=True)
+        outcomes.append(run_point(point, runs_dir, run_key(point.cfg, code), force))
+    return outcomes
+
+
+# ---------------------------------------------------------------- the template notebook
+
+MANUAL = PROJECT_ROOT / "outputs" / "manual"
+
+
+def notebook_points(experiment: str | None, profile: str, experiments_file: str | None,
+                    overrides: dict) -> list[Point]:
+    """The points the template notebook runs, from its papermill parameters.
+
+    The experiment name defaults to the regime's, so `-p regime finetune` alone works; a
+    name that is not in the experiments file starts from the defaults (give it a regime).
+    """
+    name = experiment or overrides.get("regime") or "frozen"
+    spec = load_experiments(experiments_file)
+    spec.setdefault("experiments", {}).setdefault(name, {})
+    return resolve_points(spec, name, profile, overrides)
+
+
+def run_in_notebook(points: list[Point], profile: str, run_dir: str | None = None,
+                    runs_dir: str | None = None, force: bool = False) -> list[Path]:
+    """Run the template's points and return their run folders.
+
+    With `run_dir` the experiment must resolve to one point (fix grid axes with parameters,
+    e.g. `-p seed 0`), which runs straight into that folder; otherwise every point runs,
+    cached and staged, under `runs_dir` (default outputs/manual/<profile>/runs).
+    """
+    from vgg_transfer.run.pipeline import run
+
+    if run_dir is not None:
+        if len(points) != 1:
+            raise ValueError(
+                f"run_dir: experiment {points[0].experiment!r} has {len(points)} runs under "
+                f"profile {profile}; give runs_dir (a folder for all of them) or fix the grid "
+                f"with parameters ({', '.join(points[0].axes)})")
+        point = points[0]
+        run(point.cfg, run_dir, point.experiment, point.axes, point.reference)
+        return [Path(run_dir)]
+    folder = Path(runs_dir) if runs_dir else MANUAL / profile / "runs"
+    outcomes = run_points(points, folder, force)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise RunsFailed(f"{len(failed)} of {len(outcomes)} runs failed: "
+                         + "; ".join(f"{o.name}: {o.error}" for o in failed))
+    return [folder / p.name for p in points]
