@@ -71,20 +71,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sequential, parallel = Path(tmp) / "sequential", Path(tmp) / "cluster"
         start = time.perf_counter()
-        outcomes = runner.profile.run_experiments(args.profile, outputs=sequential)
+        outcomes = runner.profile.run_experiments(runner.plan.make_plan(args.profile,
+                                                                        outputs=sequential))
         seq_seconds = time.perf_counter() - start
         assert {o.status for o in outcomes} == {"ok"}, outcomes
 
         start = time.perf_counter()
-        tasks = cluster.run_points(points, runner.profile.runs_dir(args.profile, parallel),
-                                   workers=args.workers)
+        plan = runner.plan.make_plan(args.profile, outputs=parallel)
+        tasks = cluster.run_points(points, plan.runs_dir, workers=args.workers)
         runs_seconds = time.perf_counter() - start
-        outcomes = runner.profile.run_experiments(args.profile, outputs=parallel, workers=args.workers)
+        outcomes = runner.profile.run_experiments(plan, workers=args.workers)
         par_seconds = time.perf_counter() - start
         assert {o.status for o in outcomes} == {"ok"}, outcomes
         assert {o.status for o in tasks.values()} == {"ok"}, tasks
 
-        seq_runs, par_runs = (runner.profile.runs_dir(args.profile, f) for f in (sequential, parallel))
+        seq_runs, par_runs = (Path(f) / args.profile / "runs" for f in (sequential, parallel))
         run_seconds, worker_seconds = ({n: json.loads((folder / n / "timings.json").read_text())
                                         ["wall_seconds"] for n in names}
                                        for folder in (seq_runs, par_runs))

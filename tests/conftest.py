@@ -66,13 +66,14 @@ def site(tmp_path_factory):
         mp.setenv("CIFAR10_DIR", str(make_folder(root / "data")))
         overrides = {"train_size": 40, "val_size": 20}
     mp.setenv("WEIGHTS", "hed-bsds500")
-    outcomes = runner.profile.run_experiments(PROFILE, overrides, outputs=root / "outputs")
     book = root / "book"
+    plan = runner.plan.make_plan(PROFILE, overrides, outputs=root / "outputs", book=book)
+    outcomes = runner.profile.run_experiments(plan)
     shutil.copytree(PROJECT_ROOT / "book", book,
                     ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
-    runner.book.build_pages(PROFILE, outputs=root / "outputs", book=book)
+    runner.book.build_pages(plan)
     index = runner.book.build_site(strict=True, book=book)
-    runs = runner.book.finished_runs(PROFILE, outputs=root / "outputs")
+    runs = runner.book.finished_runs(plan)
     folder = root / "outputs" / PROFILE / "runs"
     from vgg_transfer.record import RunRecord
 

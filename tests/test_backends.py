@@ -235,7 +235,7 @@ def test_the_smoke_profile_runs_end_to_end_on_jax(tmp_path):
     book = tmp_path / "book"
     shutil.copytree(PROJECT_ROOT / "book", book,
                     ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
-    index = runner.book.build_report("smoke", outputs=outputs, book=book)
+    index = runner.book.build_report(runner.plan.make_plan("smoke", outputs=outputs, book=book))
     assert index.is_file()
     page = (book / "_build" / "html" / "results" / "reproducibility.html").read_text()
     assert "jax" in page

@@ -92,8 +92,9 @@ def test_studies_pages_show_this_builds_numbers(site):
 
 
 def test_unchanged_runs_are_reused(site):
-    outcomes = runner.profile.run_experiments(site["profile"], site["overrides"], only=["frozen"],
-                                      outputs=site["outputs"])
+    plan = runner.plan.make_plan(site["profile"], site["overrides"], only=["frozen"],
+                                 outputs=site["outputs"])
+    outcomes = runner.profile.run_experiments(plan)
     assert [o.status for o in outcomes] == ["cached"]
 
 
@@ -135,14 +136,15 @@ def test_one_run_dir_needs_one_point(tmp_path):
 def test_unchanged_site_is_not_rebuilt(site, monkeypatch):
     book = site["html"].parents[1]
     profile = site["profile"]
-    key = runner.book.site_key(profile, outputs=site["outputs"], book=book)
-    assert runner.book.site_key(profile, outputs=site["outputs"], book=book) == key
+    plan = runner.plan.make_plan(profile, outputs=site["outputs"], book=book)
+    key = runner.book.site_key(plan)
+    assert runner.book.site_key(plan) == key
     (site["html"] / ".site_key").write_text(key + "\n")
 
     def rebuilt(*args, **kwargs):
         raise AssertionError("an unchanged site was rebuilt")
     monkeypatch.setattr(runner.book, "build_pages", rebuilt)
-    assert runner.book.build_report(profile, outputs=site["outputs"], book=book) == site["index"]
+    assert runner.book.build_report(plan) == site["index"]
     (book / "method.md").write_text((book / "method.md").read_text() + "\nChanged.\n")
     with pytest.raises(AssertionError, match="rebuilt"):
-        runner.book.build_report(profile, outputs=site["outputs"], book=book)
+        runner.book.build_report(plan)

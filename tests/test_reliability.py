@@ -126,7 +126,8 @@ def test_failed_experiment_is_isolated_and_keeps_the_earlier_result(shared_cifar
     first_run = outputs / "tiny" / "runs" / "good"
     (outputs / "tiny" / "runs" / "good.failed").unlink()  # good's earlier run is shown again
     (outputs / "tiny" / "notebooks" / "good.failed").unlink()
-    runner.book.build_pages("tiny", experiments_file=str(experiments), outputs=outputs, book=book)
+    runner.book.build_pages(runner.plan.make_plan("tiny", experiments_file=experiments,
+                                                  outputs=outputs, book=book))
     runner.book.build_site(strict=True, book=book)
     failed_page = (book / "_build/html/results/experiments/bad.html").read_text()
     assert "(failed)" in failed_page and "does not fit a VGG16 base" in failed_page

@@ -78,12 +78,6 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _check_profile(args) -> None:
-    names = profile_names(load_experiments(args.experiments))
-    if args.profile not in names:
-        raise ConfigError(f"profile: unknown profile {args.profile!r} (allowed: {', '.join(names)})")
-
-
 class _CellBanners(logging.Filter):
     """Keep the notebooks' own lines (one per epoch); drop papermill's per-cell banners,
     object reprs of displayed tables and blank lines. (TensorFlow's C++ start-up lines never
@@ -116,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_notebook_output()
     from vgg_transfer import runner
+    from vgg_transfer.runner.plan import make_plan
 
     start = time.perf_counter()
     try:
@@ -130,20 +125,18 @@ def main(argv: list[str] | None = None) -> int:
             for name in profile_names(spec):
                 print(f"{name}: {', '.join(experiment_names(spec, name))}")
             return 0
-        _check_profile(args)
+        plan = make_plan(args.profile, parse_set(getattr(args, "set", None) or []),
+                         getattr(args, "only", None), args.experiments,
+                         args.outputs or runner.plan.OUTPUTS, kernel=args.kernel)
         failed = []
         if args.command in ("run", "report"):
-            outcomes = runner.profile.run_experiments(args.profile, parse_set(args.set), args.only,
-                                              args.kernel, args.force, args.experiments,
-                                              outputs=args.outputs or runner.OUTPUTS,
-                                              workers=args.workers, scheduler=args.scheduler)
+            outcomes = runner.profile.run_experiments(plan, args.force, workers=args.workers,
+                                                      scheduler=args.scheduler)
             failed = [o for o in outcomes if o.status == "failed"]
             print("\nsummary: " + ", ".join(f"{o.name} {o.status}" for o in outcomes))
         if args.command in ("build", "report"):
-            index = runner.book.build_report(args.profile, args.kernel, args.experiments,
-                                        outputs=args.outputs or runner.OUTPUTS,
-                                        strict=not args.no_strict,
-                                        force=getattr(args, "force", False))
+            index = runner.book.build_report(plan, strict=not args.no_strict,
+                                             force=getattr(args, "force", False))
             print(f"\nThe report: {index}")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -17,18 +17,11 @@ from vgg_transfer.report import selection
 from vgg_transfer.report.pages import CONTEXT_FILE, Context
 from vgg_transfer.runner import sweep
 from vgg_transfer.runner.papermill import execute, papermill_parameters
-from vgg_transfer.runner.profile import (
-    BOOK,
-    NOTEBOOKS,
-    OUTPUTS,
-    PLUMBING,
-    _by_experiment,
-    notebooks_dir,
-    runs_dir,
-)
+from vgg_transfer.runner.plan import BOOK, NOTEBOOKS, Plan
+from vgg_transfer.runner.profile import PLUMBING
 from vgg_transfer.spec import regimes
-from vgg_transfer.spec.config import PROJECT_ROOT, load_experiments
-from vgg_transfer.spec.profiles import book_pages, profile_compare, profile_studies, resolve_profile
+from vgg_transfer.spec.config import PROJECT_ROOT
+from vgg_transfer.spec.profiles import book_pages, profile_compare, profile_studies
 
 
 def _remove_plumbing(nb) -> None:
@@ -95,22 +88,19 @@ def write_toc(declaration: dict, experiments: list[str], studies: list[str],
         "do not edit.\n" + yaml.safe_dump(toc, sort_keys=False))
 
 
-def finished_runs(profile: str, experiments_file: str | None = None,
-                  outputs: Path = OUTPUTS) -> dict[str, list[str]]:
+def finished_runs(plan: Plan) -> dict[str, list[str]]:
     """Per experiment of the profile, the points with a finished run and no failure since."""
-    spec = load_experiments(experiments_file)
-    folder = runs_dir(profile, outputs)
-    grouped = _by_experiment(resolve_profile(spec, profile))
+    folder = plan.runs_dir
     return {name: [p.name for p in points if is_finished(folder / p.name)
                    and not (folder / f"{p.name}.failed").is_file()]
-            for name, points in grouped.items()}
+            for name, points in plan.profile_points.items()}
 
 
-def _experiment_pages(profile: str, runs: dict[str, list[str]], outputs: Path,
+def _experiment_pages(plan: Plan, runs: dict[str, list[str]],
                       results: Path) -> tuple[list[str], list[str]]:
     """Each experiment's page (its executed notebook, or a failure page); returns the
     experiments with a page and those that finished."""
-    folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
+    folder, notebooks = plan.runs_dir, plan.notebooks_dir
     pages, finished = [], []
     for name, points in runs.items():
         failed, notebook = notebooks / f"{name}.failed", notebooks / f"{name}.ipynb"
@@ -135,18 +125,17 @@ def _title(notebook: Path) -> str:
     return cell.source.splitlines()[0].lstrip("#").strip()
 
 
-def _context(spec: dict, profile: str, runs: dict[str, list[str]], finished: list[str],
-             outputs: Path) -> Context:
+def _context(plan: Plan, runs: dict[str, list[str]], finished: list[str]) -> Context:
     """What the pages of this build read: its finished runs, comparison and studies."""
     studies = {study: [e for e in experiments if e in finished]
-               for study, experiments in profile_studies(spec, profile).items()}
+               for study, experiments in profile_studies(plan.spec, plan.profile).items()}
     studies = {study: experiments for study, experiments in studies.items() if experiments}
     return Context(
-        profile=profile, runs_dir=str(runs_dir(profile, outputs)),
+        profile=plan.profile, runs_dir=str(plan.runs_dir),
         run_names=[p for name in finished for p in runs[name]], experiments=finished,
-        compare=[e for e in profile_compare(spec, profile) if e in finished] or finished,
+        compare=[e for e in profile_compare(plan.spec, plan.profile) if e in finished] or finished,
         studies=studies, titles={s: _title(NOTEBOOKS / f"study_{s}.ipynb") for s in studies},
-        bench_file=str(Path(outputs) / "benchmarks" / "bench.json"))
+        bench_file=str(Path(plan.outputs) / "benchmarks" / "bench.json"))
 
 
 def _page_notebooks(declaration: dict, studies: list[str],
@@ -170,26 +159,23 @@ def _execute_page(template: Path, output: Path, context: Path, kernel: str | Non
     _hide_injected(output)
 
 
-def build_pages(profile: str, kernel: str | None = None, experiments_file: str | None = None,
-                outputs: Path = OUTPUTS, book: Path = BOOK) -> list[str]:
+def build_pages(plan: Plan) -> list[str]:
     """Put the profile's experiment notebooks and the executed page notebooks under book/,
     as the book's declaration (experiments.yaml's `book`) lists them, and write `_toc.yml`."""
-    spec = load_experiments(experiments_file)
-    declaration = book_pages(spec)
-    results = Path(book) / "results"
+    declaration = book_pages(plan.spec)
+    results = Path(plan.book) / "results"
     shutil.rmtree(results, ignore_errors=True)
-    runs = finished_runs(profile, experiments_file, outputs)
-    pages, finished = _experiment_pages(profile, runs, outputs, results)
+    runs = finished_runs(plan)
+    pages, finished = _experiment_pages(plan, runs, results)
     if not finished:
-        raise RuntimeError(f"no finished runs for profile {profile} in "
-                           f"{runs_dir(profile, outputs)}; run `python -m vgg_transfer run "
-                           f"--profile {profile}` first")
-    context = _context(spec, profile, runs, finished, outputs)
-    path = context.write(Path(outputs) / profile / CONTEXT_FILE)
+        raise RuntimeError(f"no finished runs for profile {plan.profile} in {plan.runs_dir}; "
+                           f"run `python -m vgg_transfer run --profile {plan.profile}` first")
+    context = _context(plan, runs, finished)
+    path = context.write(Path(plan.outputs) / plan.profile / CONTEXT_FILE)
     for template, output in _page_notebooks(declaration, list(context.studies), results):
         print(f"page: {output.relative_to(results).with_suffix('')}", flush=True)
-        _execute_page(template, output, path, kernel)
-    write_toc(declaration, pages, list(context.studies), book)
+        _execute_page(template, output, path, plan.kernel)
+    write_toc(declaration, pages, list(context.studies), plan.book)
     return [f"results/experiments/{name}" for name in pages]
 
 
@@ -202,21 +188,20 @@ def build_site(strict: bool = True, book: Path = BOOK) -> Path:
     return Path(book) / "_build" / "html" / "index.html"
 
 
-def site_key(profile: str, experiments_file: str | None = None, outputs: Path = OUTPUTS,
-             book: Path = BOOK) -> str:
+def site_key(plan: Plan) -> str:
     """What the site is made of: the runs, the page templates, the book's sources, the code."""
-    spec = load_experiments(experiments_file)
-    digest = hashlib.sha256(f"{profile}\n{sweep.package_hash()}".encode())
-    digest.update(yaml.safe_dump(book_pages(spec)).encode())
-    folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
-    for name, points in _by_experiment(resolve_profile(spec, profile)).items():
+    book = Path(plan.book)
+    digest = hashlib.sha256(f"{plan.profile}\n{sweep.package_hash()}".encode())
+    digest.update(yaml.safe_dump(book_pages(plan.spec)).encode())
+    folder, notebooks = plan.runs_dir, plan.notebooks_dir
+    for name, points in plan.profile_points.items():
         paths = [notebooks / f"{name}.failed", notebooks / f"{name}.ipynb"]
         paths += [path for p in points
                   for path in (folder / p.name / "run_key", folder / f"{p.name}.failed")]
         for path in paths:
             digest.update(path.read_bytes() if path.is_file() else b"-")
     generated = {"_build", "results", "_toc.yml", "__pycache__"}
-    sources = [*sorted(NOTEBOOKS.glob("*.ipynb")), Path(outputs) / "benchmarks" / "bench.json",
+    sources = [*sorted(NOTEBOOKS.glob("*.ipynb")), Path(plan.outputs) / "benchmarks" / "bench.json",
                *sorted(p for p in Path(book).rglob("*") if p.is_file()
                        and not generated & set(p.relative_to(book).parts))]
     for path in sources:
@@ -224,17 +209,15 @@ def site_key(profile: str, experiments_file: str | None = None, outputs: Path = 
     return digest.hexdigest()
 
 
-def build_report(profile: str, kernel: str | None = None, experiments_file: str | None = None,
-                 outputs: Path = OUTPUTS, book: Path = BOOK, strict: bool = True,
-                 force: bool = False) -> Path:
+def build_report(plan: Plan, strict: bool = True, force: bool = False) -> Path:
     """Pages + site, skipped when nothing they are made of changed since the last build."""
-    key = site_key(profile, experiments_file, outputs, book)
-    stamp = Path(book) / "_build" / "html" / ".site_key"
-    index = Path(book) / "_build" / "html" / "index.html"
+    key = site_key(plan)
+    stamp = Path(plan.book) / "_build" / "html" / ".site_key"
+    index = Path(plan.book) / "_build" / "html" / "index.html"
     if not force and stamp.is_file() and stamp.read_text().strip() == key and index.is_file():
         print("site unchanged since its last build: nothing to rebuild", flush=True)
         return index
-    build_pages(profile, kernel, experiments_file, outputs, book)
-    index = build_site(strict, book)
+    build_pages(plan)
+    index = build_site(strict, plan.book)
     stamp.write_text(key + "\n")
     return index

@@ -16,84 +16,64 @@ from vgg_transfer import files
 from vgg_transfer.run import backend
 from vgg_transfer.runner import sweep
 from vgg_transfer.runner.papermill import execute
+from vgg_transfer.runner.plan import BOOK, NOTEBOOKS, OUTPUTS, Plan, write_points
 from vgg_transfer.runner.sweep import Outcome
-from vgg_transfer.spec.config import PROJECT_ROOT, ConfigError, load_experiments
-from vgg_transfer.spec.profiles import Point, resolve_profile
+from vgg_transfer.spec.config import ConfigError
+from vgg_transfer.spec.profiles import Point
 
-NOTEBOOKS = PROJECT_ROOT / "notebooks"
-BOOK = PROJECT_ROOT / "book"
-OUTPUTS = PROJECT_ROOT / "outputs"
 PLUMBING = ("parameters", "injected-parameters")  # papermill's cells: kept off the pages
 
 
-def runs_dir(profile: str, outputs: Path = OUTPUTS) -> Path:
-    return Path(outputs) / profile / "runs"
-
-
-def notebooks_dir(profile: str, outputs: Path = OUTPUTS) -> Path:
-    """Where each experiment's executed notebook goes (its page in the book)."""
-    return Path(outputs) / profile / "notebooks"
-
-
-def _by_experiment(points: list[Point]) -> dict[str, list[Point]]:
-    grouped: dict[str, list[Point]] = {}
-    for point in points:
-        grouped.setdefault(point.experiment, []).append(point)
-    return grouped
-
-
-def run_experiments(profile: str, overrides: dict | None = None, only: list[str] | None = None,
-                    kernel: str | None = None, force: bool = False,
-                    experiments_file: str | None = None, outputs: Path = OUTPUTS,
-                    workers: int | None = None, scheduler: str | None = None) -> list[Outcome]:
-    """Run (or reuse) every experiment of a profile. Every point is validated first.
+def run_experiments(plan: Plan, force: bool = False, workers: int | None = None,
+                    scheduler: str | None = None) -> list[Outcome]:
+    """Run (or reuse) every experiment of a plan; its points were validated when it was made.
 
     With `workers` (a local Dask cluster) or `scheduler` (a running one's address), every
     run to do goes to the cluster first, one task each (see `cluster`); the experiments'
     notebooks then only draw their pages from the finished runs.
     """
-    spec = load_experiments(experiments_file)
-    experiments = _by_experiment(resolve_profile(spec, profile, overrides, only))
-    folder, notebooks = runs_dir(profile, outputs), notebooks_dir(profile, outputs)
-    for path in (folder, notebooks):
+    experiments = plan.experiments()
+    for path in (plan.runs_dir, plan.notebooks_dir):
         path.mkdir(parents=True, exist_ok=True)
     code, page_code = sweep.code_hash(), sweep.package_hash()
-    if workers is None and scheduler is None:  # a cluster's workers bring their own
-        check_backends(experiments, folder, code, force)
-    outcomes, start = [], time.perf_counter()
-    total = sum(len(points) for points in experiments.values())
-    done, remote = 0, None
+    remote = None
     if workers is not None or scheduler is not None:
         from vgg_transfer.runner import cluster
-        remote = cluster.run_points([p for ps in experiments.values() for p in ps], folder,
-                                    force, workers=workers, scheduler=scheduler)
+        remote = cluster.run_points(list(plan.points), plan.runs_dir, force, workers=workers,
+                                    scheduler=scheduler)
+    else:  # a cluster's workers bring their own backends
+        check_backends(experiments, plan.runs_dir, code, force)
+    outcomes, start, done = [], time.perf_counter(), 0
     for i, (name, points) in enumerate(experiments.items(), 1):
-        elapsed = time.perf_counter() - start
-        todo = points if force else sweep.pending(points, folder, code)
+        todo = points if force else sweep.pending(points, plan.runs_dir, code)
         if remote is not None:  # what the cluster ran; the notebook trains nothing
             todo = [p for p in points if p.name in remote]
         _banner(i, len(experiments), name, points, len(todo), remote is not None,
-                (done, total), elapsed)
-        stamp = notebooks / f"{name}.code"
-        current = _page_is_current(notebooks, name, page_code)
-        lost = [remote[p.name] for p in todo if remote and remote[p.name].status == "failed"]
-        if lost:
-            outcomes.append(cluster.failed_experiment(name, lost, len(points), notebooks))
-        elif not todo and current:
-            print(f"{name}: every run and its page unchanged since the last one; reusing them",
-                  flush=True)
-            outcomes.append(Outcome(name, "cached", 0.0))
-        else:
-            outcomes.append(_run_one(name, profile, overrides, folder, notebooks, kernel,
-                                     force and remote is None, experiments_file,
-                                     {backend.ENV: points[0].cfg.backend}))
-            if outcomes[-1].status == "ok":  # the notebook was drawn by this code
-                stamp.write_text(page_code + "\n")
+                (done, len(plan.points)), time.perf_counter() - start)
+        outcomes.append(_experiment(plan, name, points, todo, remote, force, page_code))
         done += len(points)
         print(f"=== {name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s ===",
               flush=True)
-    _write_summary(Path(outputs) / profile / "runs.json", profile, outcomes, start)
+    _write_summary(Path(plan.outputs) / plan.profile / "runs.json", plan.profile, outcomes, start)
     return outcomes
+
+
+def _experiment(plan: Plan, name: str, points: list[Point], todo: list[Point],
+                remote: dict | None, force: bool, page_code: str) -> Outcome:
+    """One experiment: its cluster failures, its reused page, or its notebook executed."""
+    lost = [remote[p.name] for p in todo if remote and remote[p.name].status == "failed"]
+    if lost:
+        from vgg_transfer.runner import cluster
+        return cluster.failed_experiment(name, lost, len(points), plan.notebooks_dir)
+    if not todo and _page_is_current(plan.notebooks_dir, name, page_code):
+        print(f"{name}: every run and its page unchanged since the last one; reusing them",
+              flush=True)
+        return Outcome(name, "cached", 0.0)
+    outcome = _run_one(plan, name, points, force and remote is None,
+                       {backend.ENV: points[0].cfg.backend})
+    if outcome.status == "ok":  # the notebook was drawn by this code
+        (plan.notebooks_dir / f"{name}.code").write_text(page_code + "\n")
+    return outcome
 
 
 def check_backends(experiments: dict[str, list[Point]], folder: Path, code: str,
@@ -139,18 +119,19 @@ def _page_is_current(notebooks: Path, name: str, page_code: str) -> bool:
             and stamp.is_file() and stamp.read_text().strip() == page_code)
 
 
-def _run_one(name: str, profile: str, overrides: dict | None, folder: Path, notebooks: Path,
-             kernel: str | None, force: bool, experiments_file: str | None,
+def _run_one(plan: Plan, name: str, points: list[Point], force: bool,
              env: dict | None = None) -> Outcome:
-    """Execute the template for one experiment, in a kernel with `env` (its runs' Keras
-    backend); its notebook replaces the last one only when every run succeeded."""
+    """Execute the template for one experiment on its resolved points (a file the kernel
+    reads), in a kernel with `env` (its runs' Keras backend); its notebook replaces the last
+    one only when every run succeeded."""
+    notebooks = plan.notebooks_dir
     staging = notebooks / f".{name}.partial.ipynb"
-    params = {"experiment": name, "profile": profile, "runs_dir": str(folder),
-              "overrides": dict(overrides or {}), "force": force,
-              "experiments_file": str(experiments_file) if experiments_file else None}
+    points_file = write_points(points, plan.points_dir / f"{name}.json")
+    params = {"experiment": name, "profile": plan.profile, "runs_dir": str(plan.runs_dir),
+              "points_file": str(points_file), "force": force}
     start = time.perf_counter()
     try:
-        execute(NOTEBOOKS / "experiment.ipynb", staging, params, kernel, env)
+        execute(NOTEBOOKS / "experiment.ipynb", staging, params, plan.kernel, env)
         staging.replace(notebooks / f"{name}.ipynb")
         (notebooks / f"{name}.failed").unlink(missing_ok=True)
         return Outcome(name, "ok", time.perf_counter() - start)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import shutil
 import time
 import traceback
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from vgg_transfer.record import SCHEMA_VERSION
 from vgg_transfer.run.data import TEST_FILE, TRAIN_FILES, sha256_file
 from vgg_transfer.run.fingerprint import code_hash
 from vgg_transfer.spec import regimes
-from vgg_transfer.spec.config import PROJECT_ROOT, ExperimentConfig, load_experiments
+from vgg_transfer.spec.config import PROJECT_ROOT, WEIGHT_NAMES, ExperimentConfig, load_experiments
 from vgg_transfer.spec.profiles import Point, resolve_points
 
 
@@ -110,14 +112,21 @@ def replace_dir(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback
+EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Failed|Interrupt)\b: (.+)$")
+
+
 def one_line(err: BaseException) -> str:
-    """The last meaningful line of an error (papermill wraps the kernel's traceback)."""
-    text = str(err).strip()
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line:
-            return line.strip()[:300]
-    return (lines[-1] if lines else type(err).__name__)[:300]
+    """The message of an error in one line. papermill's error carries the kernel's exception
+    (`evalue`); otherwise the last `SomethingError: message` line of the text, never a line of
+    the code the traceback quotes."""
+    evalue = getattr(err, "evalue", None)
+    if evalue:
+        return str(evalue).strip().splitlines()[-1][:300]
+    text = ANSI.sub("", str(err)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    found = [m.group(1) for line in lines if (m := EXCEPTION_LINE.match(line))]
+    return (found[-1] if found else lines[-1] if lines else type(err).__name__)[:300]
 
 
 def pending(points: list[Point], runs_dir: Path, code: str | None = None) -> list[Point]:
@@ -179,6 +188,62 @@ def run_points(points: list[Point], runs_dir: Path, force: bool = False) -> list
 # ---------------------------------------------------------------- the template notebook
 
 MANUAL = PROJECT_ROOT / "outputs" / "manual"
+
+
+# The template's own parameters; every other parameter is a field of ExperimentConfig.
+PLUMBING_PARAMETERS = {
+    "experiment": ("None", "an entry of experiments.yaml (default: the name of the regime)"),
+    "profile": ('"quick"', "a profile of experiments.yaml"),
+    "run_dir": ("None", "one run, straight into this folder (the grid must give one point)"),
+    "runs_dir": ("None", "every run of the grid, a folder each (default: outputs/manual)"),
+    "experiments_file": ("None", "default: experiments.yaml of the project"),
+    "force": ("False", "re-run runs that are unchanged since their last run"),
+    "overrides": ("{}", "config values as a mapping"),
+    "points_file": ("None", "the runner's resolved points (then the values below are unused)"),
+}
+
+
+def _field_hint(annotation) -> str:
+    """`Literal["a", "b"]` -> "a | b"; `Optional[int]` -> "int or None"."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(str(a) for a in typing.get_args(annotation))
+    if args:
+        return " or ".join([_field_hint(a) for a in args] + ["None"])
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def template_parameters() -> str:
+    """The template's parameters cell: its own parameters, then every config field but the
+    run's name (a test checks the template against it)."""
+    lines = ["# Parameters. A config value left as None comes from experiments.yaml (defaults,",
+             "# environment, experiment entry, profile, grid point); one set here wins and fixes",
+             "# that grid axis. Generated from ExperimentConfig by",
+             "# vgg_transfer.runner.sweep.template_parameters()."]
+    lines += [f"{name} = {value}  # {hint}" for name, (value, hint) in PLUMBING_PARAMETERS.items()]
+    hints = {"regime": " | ".join(regimes.REGISTRY),
+             "weights": " | ".join(WEIGHT_NAMES) + " | a .weights.h5 file"}
+    lines += [f"{name} = None  # {hints.get(name) or _field_hint(info.annotation)}"
+              for name, info in ExperimentConfig.model_fields.items() if name != "name"]
+    return "\n".join(lines)
+
+
+def given_parameters(namespace: dict) -> dict:
+    """The config values a papermill run of the template set (those not left as None)."""
+    return {name: namespace[name] for name in ExperimentConfig.model_fields
+            if name != "name" and namespace.get(name) is not None}
+
+
+def template_points(namespace: dict) -> list[Point]:
+    """The points the template runs: the runner's resolved points when it gives a file,
+    otherwise resolved from the template's parameters (papermill by hand)."""
+    if namespace.get("points_file"):
+        from vgg_transfer.runner.plan import read_points
+
+        return read_points(namespace["points_file"])
+    return notebook_points(namespace.get("experiment"), namespace.get("profile") or "quick",
+                           namespace.get("experiments_file"),
+                           {**(namespace.get("overrides") or {}), **given_parameters(namespace)})
 
 
 def notebook_points(experiment: str | None, profile: str, experiments_file: str | None,
