@@ -25,6 +25,38 @@ class DataError(ValueError):
     """A data folder or batch file that cannot be used, with a one-line reason."""
 
 
+# What a CIFAR-10 batch may name when it is unpickled: NumPy's own array reconstruction
+# (old and new module names), and `_codecs.encode`, which protocol 2 uses for bytes written
+# by Python 3 (it turns a string into bytes). Containers, strings and numbers need no name.
+# Anything else a file names (os.system, builtins.eval, any class) is refused before it is
+# looked up, so a crafted batch cannot run code.
+SAFE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+})
+
+
+class Refused(pickle.UnpicklingError):
+    """A pickle named something a CIFAR-10 batch does not hold."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """`pickle.Unpickler` that resolves only `SAFE_GLOBALS`."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise Refused(f"{module}.{name}")
+
+
+def load_pickle(f) -> object:
+    """Unpickle a CIFAR-10 batch from an open binary file, resolving only NumPy's array
+    reconstruction (see `SAFE_GLOBALS`); Python 2 strings are read as bytes."""
+    return BatchUnpickler(f, encoding="bytes").load()
+
+
 @dataclass
 class CIFAR10:
     """Images as uint8 arrays (N, 32, 32, 3) and integer labels (N,), plus where they came from."""
@@ -65,7 +97,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: batch file not found")
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = load_pickle(f)
+    except Refused as err:
+        raise DataError(f"{path.name}: refused to load: the file names {err}, which a CIFAR-10 "
+                        "batch does not hold (only dicts, lists, bytes, numbers and NumPy "
+                        "arrays); nothing in it was run") from None
     except Exception as err:  # truncated or corrupt pickles raise many different types
         raise DataError(f"{path.name}: cannot be read as a CIFAR-10 batch "
                         f"({type(err).__name__}: {err})") from None

@@ -44,8 +44,8 @@ def evaluate_saved(run_dir: str | Path, data_dir: str | Path, batch_size: int = 
     test_file = data_dir / TEST_FILE
     if not test_file.is_file():
         raise DataError(f"{data_dir}: no {TEST_FILE} (expected a cifar-10-batches-py folder)")
+    images, labels = read_batch(test_file)  # an untrusted file: checked before anything loads
     model = load_saved_model(run_dir)
-    images, labels = read_batch(test_file)
     start = time.perf_counter()
     probs = model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
     digest = sha256_file(test_file)
