@@ -47,6 +47,11 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 # once (a marker file beside the run's staging folder remembers it).
 TEST_KILL = "VGG_TRANSFER_TEST_KILL"
 
+# A local cluster listens here only (scheduler, its HTTP endpoint, nannies, workers): Dask
+# runs whatever functions a connected client sends, so nothing else may reach it.
+LOOPBACK = "127.0.0.1"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
 
 def run_key(point: Point) -> str:
     """The key of a point's run, exactly as the sequential runner computes it."""
@@ -84,7 +89,8 @@ def worker_specs(workers: int, gpus: list[str]) -> dict[str, dict]:
         env = {"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else {}
         specs[f"gpu{gpus[i]}" if gpus else f"cpu{i}"] = {"cls": Nanny, "options": {
             # memory_limit 0: no memory-based restarts, as for a sequential run
-            "nthreads": 1, "memory_limit": 0, "env": env, "silence_logs": logging.ERROR}}
+            "nthreads": 1, "memory_limit": 0, "env": env, "silence_logs": logging.ERROR,
+            "host": LOOPBACK, "dashboard": False}}  # nanny and worker on loopback only
     return specs
 
 
@@ -96,10 +102,45 @@ def _has_dashboard() -> bool:
         return False
 
 
+def security_for(address: str):
+    """Dask's `Security` for a scheduler address.
+
+    `tls://` uses the certificates and keys of Dask's configuration
+    (`distributed.comm.tls.ca-file`, `.client.cert`, `.client.key`; or the environment:
+    DASK_DISTRIBUTED__COMM__TLS__CA_FILE and so on), and stops with one line when they are
+    missing. `tcp://` beyond this machine is plain text without authentication: it works,
+    with one warning line, because anyone who reaches the scheduler can run code as its
+    workers' user.
+    """
+    import dask
+    from distributed.security import Security
+
+    scheme, _, rest = address.partition("://")
+    if scheme == "tls":
+        needed = {key: dask.config.get(f"distributed.comm.tls.{key}", None)
+                  for key in ("ca-file", "client.cert", "client.key")}
+        missing = [key for key, value in needed.items() if not value]
+        if missing:
+            raise ConfigError(
+                f"scheduler: {address} is TLS, but Dask's configuration has no "
+                f"distributed.comm.tls.{missing[0]} (set it, or "
+                f"DASK_DISTRIBUTED__COMM__TLS__{missing[0].upper().replace('.', '__').replace('-', '_')})")
+        return Security(tls_ca_file=needed["ca-file"], tls_client_cert=needed["client.cert"],
+                        tls_client_key=needed["client.key"], require_encryption=True)
+    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+    if scheme in ("tcp", "") and host not in LOCAL_HOSTS:
+        print(f"warning: {address} is plain tcp: runs and results cross the network "
+              "unencrypted and unauthenticated, and anyone who can reach the scheduler can "
+              "run code as its workers' user; use tls:// (see the README)", file=sys.stderr,
+              flush=True)
+    return Security()
+
+
 @contextlib.contextmanager
 def connect(workers: int | None = None, scheduler: str | None = None):
-    """A Dask client: on a local cluster of `workers` processes, or on the cluster whose
-    scheduler listens at `scheduler`. The caller's environment is restored afterwards (the
+    """A Dask client: on a local cluster of `workers` processes that listens on loopback
+    only, or on the cluster whose scheduler listens at `scheduler` (tls:// with Dask's TLS
+    settings; see `security_for`). The caller's environment is restored afterwards (the
     nanny writes its worker variables into the process that starts it)."""
     import dask
     from distributed import Client, Scheduler, SpecCluster
@@ -107,7 +148,7 @@ def connect(workers: int | None = None, scheduler: str | None = None):
     if (workers is None) == (scheduler is None):
         raise ConfigError("give either workers (a local cluster) or scheduler (an address)")
     if scheduler is not None:
-        with Client(scheduler, timeout="60s") as client:
+        with Client(scheduler, timeout="60s", security=security_for(scheduler)) as client:
             yield client
         return
     saved = dict(os.environ)
@@ -117,7 +158,8 @@ def connect(workers: int | None = None, scheduler: str | None = None):
         with dask.config.set(settings):
             with SpecCluster(workers=worker_specs(workers, visible_gpus()),
                              scheduler={"cls": Scheduler, "options": {
-                                 "dashboard_address": ":0" if _has_dashboard() else None}},
+                                 "host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0",
+                                 "dashboard": _has_dashboard()}},
                              # warnings: a worker that died, and its restart
                              silence_logs=logging.WARNING, name="vgg_transfer") as cluster, \
                     Client(cluster) as client:
