@@ -1,5 +1,7 @@
-"""Reliability for real: a run killed with SIGKILL resumes and ends as if never interrupted,
-the same seed gives the same metrics twice, and a failing experiment loses nothing."""
+"""Reliability for real: a run killed with SIGKILL, or stopped with Ctrl-C, resumes and ends
+as if never interrupted; a second command on the same outputs folder refuses at once and
+leaves the first unharmed; the same seed gives the same metrics twice; a failing experiment
+loses nothing."""
 
 import json
 import os
@@ -12,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, SHARED_CIFAR, command
 from vgg_transfer import runner
 
 pytestmark = pytest.mark.slow
@@ -31,10 +33,32 @@ def _env(shared_cifar):
 
 
 def _run(outputs, env, *extra):
-    result = subprocess.run(_command(outputs, *extra), env=env, capture_output=True, text=True,
-                            timeout=900, cwd=PROJECT_ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return result.stdout
+    return command(_command(outputs, *extra), env=env, timeout=900, cwd=PROJECT_ROOT).stdout
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted run every interrupted one must end as."""
+    if not (SHARED_CIFAR / "data_batch_1").is_file():
+        pytest.skip("the offline CIFAR-10 copy is not on this machine")
+    outputs = tmp_path_factory.mktemp("straight")
+    _run(outputs, _env(SHARED_CIFAR))
+    return outputs, _files(outputs)
+
+
+def _started(outputs, env):
+    """The runner in a session of its own (as a terminal's foreground job), and the lines
+    it printed up to its second epoch: the checkpoint of the first is on disk by then."""
+    process = subprocess.Popen(_command(outputs), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT,
+                               start_new_session=True)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if "epoch 2/4" in line:
+            return process, seen
+    process.wait(timeout=60)
+    raise AssertionError("the run ended before its second epoch:\n" + "".join(seen)[-3000:])
 
 
 def _files(outputs):
@@ -44,14 +68,7 @@ def _files(outputs):
 
 
 def _kill_after_first_epoch(outputs, env):
-    process = subprocess.Popen(_command(outputs), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT,
-                               start_new_session=True)
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if "epoch 2/4" in line:  # the checkpoint of epoch 1 is on disk by now
-            break
+    process, seen = _started(outputs, env)
     family = [process.pid] + [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
     for pid in family:  # the runner and its kernel, at once
         try:
@@ -63,31 +80,72 @@ def _kill_after_first_epoch(outputs, env):
     time.sleep(1)
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_one(shared_cifar, tmp_path):
-    env = _env(shared_cifar)
-    straight = tmp_path / "straight"
-    _run(straight, env)
-    reference = _files(straight)
+def test_the_same_seed_gives_the_same_run(straight, shared_cifar, tmp_path):
+    again = tmp_path / "again"
+    _run(again, _env(shared_cifar))
+    assert (again / "smoke/runs/frozen/metrics.json").read_text() == \
+        (straight[0] / "smoke/runs/frozen/metrics.json").read_text()
 
-    # Determinism: the same seed gives byte-identical metrics on a second, forced run.
-    first = (straight / "smoke/runs/frozen/metrics.json").read_text()
-    _run(straight, env, "--force")
-    assert (straight / "smoke/runs/frozen/metrics.json").read_text() == first
 
-    killed = tmp_path / "killed"
-    _kill_after_first_epoch(killed, env)
-    staging = killed / "smoke" / "runs" / ".frozen.partial"
+def _resumes_as_uninterrupted(outputs, env, reference):
+    staging = outputs / "smoke" / "runs" / ".frozen.partial"
     assert (staging / "checkpoint.npz").is_file()
-    assert not (killed / "smoke" / "runs" / "frozen").exists()
-
-    log = _run(killed, env)
+    assert not (outputs / "smoke" / "runs" / "frozen").exists()
+    log = _run(outputs, env)
     assert "resuming" in log
-    metrics, history, predictions = _files(killed)
+    metrics, history, predictions = _files(outputs)
     assert any(note.startswith("resumed after epoch") for note in metrics.pop("notes"))
-    reference[0].pop("notes")
-    assert metrics == reference[0]
+    expected = dict(reference[0])
+    expected.pop("notes")
+    assert metrics == expected
     assert history == reference[1] and predictions == reference[2]
     assert not staging.exists()
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(straight, shared_cifar, tmp_path):
+    env, outputs = _env(shared_cifar), tmp_path / "stopped"
+    process, seen = _started(outputs, env)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends the terminal's foreground job
+    rest, _ = process.communicate(timeout=180)
+    log = "".join(seen) + rest
+    assert process.returncode == 130, log[-3000:]
+    assert "interrupted: finished runs are kept" in log
+    assert not any(p.status() != psutil.STATUS_ZOMBIE for p in _session(process.pid))
+    _resumes_as_uninterrupted(outputs, env, straight[1])
+
+
+def _session(sid: int) -> list:
+    """The processes still alive in a session (the runner's kernel, say)."""
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                found.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return found
+
+
+def test_a_second_command_on_one_outputs_folder_refuses_at_once(straight, shared_cifar,
+                                                                tmp_path):
+    env, outputs = _env(shared_cifar), tmp_path / "shared"
+    first, seen = _started(outputs, env)
+    start = time.perf_counter()
+    second = command(_command(outputs), expect=3, env=env, timeout=120, cwd=PROJECT_ROOT)
+    assert time.perf_counter() - start < 30  # at once: it waits for nothing
+    (line,) = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert f"in use by process {first.pid}" in line and "vgg_transfer run" in line, line
+    assert "epoch" not in second.stdout
+    rest, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, ("".join(seen) + rest)[-3000:]
+    metrics, history, predictions = _files(outputs)
+    assert (metrics, history, predictions) == straight[1]  # as if it had run alone
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(straight, shared_cifar, tmp_path):
+    env, killed = _env(shared_cifar), tmp_path / "killed"
+    _kill_after_first_epoch(killed, env)
+    _resumes_as_uninterrupted(killed, env, straight[1])
 
 
 def test_failed_experiment_is_isolated_and_keeps_the_earlier_result(shared_cifar, tmp_path):

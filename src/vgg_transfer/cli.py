@@ -106,6 +106,23 @@ def _log_notebook_output() -> None:
     logger.propagate = False
 
 
+def _run_and_build(args, plan) -> list:
+    """The runs of a plan and its site, as the command asks; returns the failed experiments."""
+    from vgg_transfer import runner
+
+    failed = []
+    if args.command in ("run", "report"):
+        outcomes = runner.profile.run_experiments(plan, args.force, workers=args.workers,
+                                                  scheduler=args.scheduler)
+        failed = [o for o in outcomes if o.status == "failed"]
+        print("\nsummary: " + ", ".join(f"{o.name} {o.status}" for o in outcomes))
+    if args.command in ("build", "report"):
+        index = runner.book.build_report(plan, strict=not args.no_strict,
+                                         force=getattr(args, "force", False))
+        print(f"\nThe report: {index}")
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_notebook_output()
@@ -128,16 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         plan = make_plan(args.profile, parse_set(getattr(args, "set", None) or []),
                          getattr(args, "only", None), args.experiments,
                          args.outputs or runner.plan.OUTPUTS, kernel=args.kernel)
-        failed = []
-        if args.command in ("run", "report"):
-            outcomes = runner.profile.run_experiments(plan, args.force, workers=args.workers,
-                                                      scheduler=args.scheduler)
-            failed = [o for o in outcomes if o.status == "failed"]
-            print("\nsummary: " + ", ".join(f"{o.name} {o.status}" for o in outcomes))
-        if args.command in ("build", "report"):
-            index = runner.book.build_report(plan, strict=not args.no_strict,
-                                             force=getattr(args, "force", False))
-            print(f"\nThe report: {index}")
+        with runner.lock.command_lock(plan.outputs, plan.profile):
+            failed = _run_and_build(args, plan)
+    except (runner.lock.Busy, runner.lock.NotWritable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are kept, and an interrupted run resumes from "
+              "its last checkpoint on the next run", file=sys.stderr)
+        return 130
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

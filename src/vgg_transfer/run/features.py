@@ -72,8 +72,13 @@ class Features:
 def _read(path: Path | None, n: int, blocks: int) -> Features | None:
     if path is None or not path.is_file():
         return None
-    values = np.load(path)
-    if len(values) != n:
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:  # truncated, corrupt, or not an array
+        print(f"the cached file {path.name} could not be read ({type(err).__name__}); "
+              "computing it again", flush=True)
+        return None
+    if values.ndim < 2 or len(values) != n:
         return None
     timing = path.with_suffix(".json")
     spent = json.loads(timing.read_text()) if timing.is_file() else {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import keras
@@ -182,7 +183,7 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
     """
     labels = one_hot(y_train), one_hot(y_val)
     source = (cache or FeatureCache()) if cache_features else None
-    start_phase, saved = _resume_point(checkpoint)
+    start_phase, saved, restarted = _resume_point(checkpoint)
     done = []
     for index, phase in enumerate(phases):
         if index < start_phase:  # finished before the checkpoint: its weights are in it
@@ -197,16 +198,29 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
         checkpoint.path.unlink(missing_ok=True)
     # The full model shares the trained layers; compile it so it can be evaluated as a whole.
     compile_model(built.model, phases[-1].learning_rate)
-    return _result(built, phases, done)
+    result = _result(built, phases, done)
+    if restarted:
+        result.notes.append(restarted)
+    return result
 
 
-def _resume_point(checkpoint: Checkpoint | None) -> tuple[int, list]:
-    """(phase to resume in, histories of the phases before it and of it so far)."""
+def _resume_point(checkpoint: Checkpoint | None) -> tuple[int, list, str | None]:
+    """(phase to resume in, histories of the phases before it and of it so far, a note when
+    the checkpoint could not be read and the run starts again from the beginning)."""
     if checkpoint is None or not checkpoint.path.is_file():
-        return 0, []
-    with np.load(checkpoint.path) as saved:
-        histories = json.loads(str(saved["history"]))
-    return len(histories) - 1, histories
+        return 0, [], None
+    try:
+        with np.load(checkpoint.path, allow_pickle=False) as saved:
+            histories = json.loads(str(saved["history"]))
+            for name in saved.files:  # reads every array, so a damaged one shows here
+                saved[name]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        checkpoint.path.unlink(missing_ok=True)
+        note = (f"its checkpoint could not be read ({type(err).__name__}); the run started "
+                "again from the beginning")
+        print(note, flush=True)
+        return 0, [], note
+    return len(histories) - 1, histories, None
 
 
 def _phase_inputs(built: Built, phase: PhaseBudget, images: tuple, batch_size: int,

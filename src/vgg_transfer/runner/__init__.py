@@ -5,4 +5,4 @@
 experiment's points (cached, staged, resumable) and `runner.cluster` sends them to Dask.
 """
 
-from vgg_transfer.runner import book, papermill, plan, profile, sweep  # noqa: F401  (the API)
+from vgg_transfer.runner import book, lock, papermill, plan, profile, sweep  # noqa: F401  (the API)

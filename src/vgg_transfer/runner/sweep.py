@@ -24,6 +24,7 @@ from vgg_transfer import files
 from vgg_transfer.record import SCHEMA_VERSION
 from vgg_transfer.run.data import TEST_FILE, TRAIN_FILES, sha256_file
 from vgg_transfer.run.fingerprint import code_hash
+from vgg_transfer.runner import lock
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import PROJECT_ROOT, WEIGHT_NAMES, ExperimentConfig, load_experiments
 from vgg_transfer.spec.profiles import Point, resolve_points
@@ -136,10 +137,21 @@ def pending(points: list[Point], runs_dir: Path, code: str | None = None) -> lis
 
 
 def run_point(point: Point, runs_dir: Path, key: str, force: bool = False) -> Outcome:
-    """Run one point into its staging folder and move it into place when it succeeds."""
+    """Run one point into its staging folder and move it into place when it succeeds; the
+    run folder is locked while this process writes it (`runner.lock`)."""
+    folder = Path(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with lock.run_lock(folder, point.name):
+            return _run_point(point, folder, key, force)
+    except lock.Busy as err:
+        print(f"{point.name}: not run: {err}", flush=True)
+        return Outcome(point.name, "failed", 0.0, str(err))
+
+
+def _run_point(point: Point, folder: Path, key: str, force: bool) -> Outcome:
     from vgg_transfer.run.pipeline import run
 
-    folder = Path(runs_dir)
     final, staging = folder / point.name, folder / f".{point.name}.partial"
     if not force and is_current(final, key):
         print(f"{point.name}: unchanged since its last run, reusing {final}", flush=True)
@@ -159,16 +171,25 @@ def run_point(point: Point, runs_dir: Path, key: str, force: bool = False) -> Ou
         replace_dir(staging, final)
         (folder / f"{point.name}.failed").unlink(missing_ok=True)
         return Outcome(point.name, "ok", time.perf_counter() - start)
-    except Exception as err:
+    except Exception as err:  # the earlier run folder, if any, is untouched
         message = one_line(err)
         print(f"{point.name}: FAILED — {message}", flush=True)
-        failed = folder / f".{point.name}.failed-run"
+        _record_failure(point, folder, staging, message)
+        return Outcome(point.name, "failed", time.perf_counter() - start, message)
+
+
+def _record_failure(point: Point, folder: Path, staging: Path, message: str) -> None:
+    """Keep the failed staging folder and a `.failed` record beside the runs; on a full disk
+    the record may not fit, and then the log line is all there is."""
+    failed = folder / f".{point.name}.failed-run"
+    try:
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
         files.write_json(folder / f"{point.name}.failed", {
             "name": point.name, "error": message, "staging": str(failed),
             "traceback": traceback.format_exc()[-4000:]})
-        return Outcome(point.name, "failed", time.perf_counter() - start, message)
+    except OSError as err:
+        print(f"{point.name}: its failure could not be recorded ({err})", flush=True)
 
 
 def run_points(points: list[Point], runs_dir: Path, force: bool = False) -> list[Outcome]:

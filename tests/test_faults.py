@@ -1,0 +1,118 @@
+"""Faults a run meets, each handled: an unreadable feature cache is computed again, an
+unreadable checkpoint restarts its run with a note, a full disk leaves the earlier run folder
+as it was, a run folder another process writes is left alone, a read-only outputs folder
+stops before anything trains."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT, command
+from vgg_transfer import files
+from vgg_transfer.runner import lock, sweep
+from vgg_transfer.spec.config import load_experiments
+from vgg_transfer.spec.profiles import resolve_points
+
+SMALL = {"train_size": 40, "val_size": 20, "epochs": 2, "batch_size": 16,
+         "checkpoint_seconds": 0}
+
+
+def _point(tiny_cifar, **overrides):
+    (point,) = resolve_points(load_experiments(), "frozen", "smoke", {**SMALL, **overrides},
+                              env={"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"})
+    return point
+
+
+def _run(point, runs, force=False):
+    return sweep.run_point(point, runs, sweep.run_key(point.cfg, sweep.code_hash()), force)
+
+
+def _metrics(folder):
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k not in ("notes", "cached_features")}
+
+
+def test_an_unreadable_feature_cache_is_computed_again(tiny_cifar, tmp_path, capsys):
+    point, runs = _point(tiny_cifar), tmp_path / "runs"
+    assert _run(point, runs).status == "ok"
+    first = _metrics(runs / point.name)
+    cached = sorted((runs / ".feature-cache").rglob("*.npy"))
+    assert cached
+    for i, path in enumerate(cached):  # one truncated, the others not arrays at all
+        path.write_bytes(path.read_bytes()[:200] if i == 0 else b"garbage" * 10)
+    capsys.readouterr()
+    assert _run(point, runs, force=True).status == "ok"
+    assert "could not be read" in capsys.readouterr().out
+    assert _metrics(runs / point.name) == first
+
+
+def test_an_unreadable_checkpoint_restarts_the_run_with_a_note(tiny_cifar, tmp_path):
+    point = _point(tiny_cifar, cache_features=False)
+    straight, runs = tmp_path / "straight", tmp_path / "runs"
+    assert _run(point, straight).status == "ok"
+    staging = runs / f".{point.name}.partial"  # as an interrupted run leaves it
+    staging.mkdir(parents=True)
+    (staging / "run_key").write_text(sweep.run_key(point.cfg, sweep.code_hash()) + "\n")
+    (staging / "checkpoint.npz").write_bytes(b"PK\x03\x04 not a whole zip file")
+    assert _run(point, runs).status == "ok"
+    notes = json.loads((runs / point.name / "metrics.json").read_text())["notes"]
+    assert any("checkpoint could not be read" in note for note in notes), notes
+    assert _metrics(runs / point.name) == _metrics(straight / point.name)
+
+
+def test_a_full_disk_leaves_the_earlier_run_as_it_was(tiny_cifar, tmp_path, monkeypatch):
+    point, runs = _point(tiny_cifar), tmp_path / "runs"
+    assert _run(point, runs).status == "ok"
+    before = {p.relative_to(runs): p.read_bytes() for p in (runs / point.name).rglob("*")
+              if p.is_file()}
+    real = files.write_atomic
+
+    def full(path, text):
+        if ".partial" in str(path) or path.name.endswith(".failed"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, text)
+    monkeypatch.setattr(files, "write_atomic", full)
+    outcome = _run(point, runs, force=True)
+    assert outcome.status == "failed" and "No space left on device" in outcome.error
+    after = {p.relative_to(runs): p.read_bytes() for p in (runs / point.name).rglob("*")
+             if p.is_file()}
+    assert after == before
+
+
+def test_a_run_folder_another_process_writes_is_left_alone(tiny_cifar, tmp_path):
+    point, runs = _point(tiny_cifar), tmp_path / "runs"
+    with lock.run_lock(runs, point.name):
+        # flock is per open file: a second open in this process is refused like another's
+        outcome = _run(point, runs)
+    assert outcome.status == "failed" and f"in use by process {os.getpid()}" in outcome.error
+    assert not (runs / point.name).exists() and not (runs / f".{point.name}.partial").exists()
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root writes through permission bits: a read-only mount instead
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                                  str(folder)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip("root without a read-only mount: " + mounted.stderr.decode()[-200:])
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_a_read_only_outputs_folder_stops_before_anything_trains(tiny_cifar, read_only):
+    env = {**os.environ, "CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
+    result = command([sys.executable, "-m", "vgg_transfer", "run", "--profile", "smoke",
+                      "--outputs", read_only], expect=3, env=env, timeout=300, cwd=PROJECT_ROOT)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is not writable" in errors[0], result.stderr[-2000:]
+    assert "epoch" not in result.stdout and "===" not in result.stdout
