@@ -3,6 +3,7 @@
 import os
 import pickle
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = Path(os.environ.get("CIFAR10_DIR")
                     or PROJECT_ROOT.parent / "shared" / "data" / "cifar-10-batches-py")
+
+
+def command(args: list, expect: int | None = 0, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command, its output captured as text; when its exit status is not `expect`,
+    fail with the last lines of its stdout and stderr, so a failure shows its cause."""
+    kwargs.setdefault("timeout", 900)
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kwargs)
+    if expect is not None:
+        assert result.returncode == expect, (
+            f"{' '.join(str(a) for a in args[:6])} ... exited {result.returncode}, not "
+            f"{expect}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}")
+    return result
 
 
 def write_batch(path: Path, images: np.ndarray, labels) -> None:

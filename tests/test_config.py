@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from conftest import command
 from vgg_transfer.spec.config import ConfigError, load_experiments, parse_set
 from vgg_transfer.spec.profiles import (
     STUDIES,
@@ -110,9 +111,8 @@ def test_project_file_resolves_every_profile(tiny_cifar):
 
 
 def test_cli_rejects_bad_profile():
-    result = subprocess.run([sys.executable, "-m", "vgg_transfer", "run", "--profile", "nope"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+    result = command([sys.executable, "-m", "vgg_transfer", "run", "--profile", "nope"],
+                     expect=2, timeout=120)
     assert "unknown profile 'nope'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -53,7 +53,7 @@ class Split:
 
 @dataclass
 class Placement:
-    """Where a run sits in its experiment's grid (see `config.Point`)."""
+    """Where a run sits in its experiment's grid (see `spec.profiles.Point`)."""
 
     experiment: str
     axes: dict = field(default_factory=dict)
@@ -221,7 +221,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
 
     Args:
         experiment, axes, reference: where the run sits in its experiment's grid (see
-            `config.Point`); recorded in metrics.json so pages can group runs.
+            `spec.profiles.Point`); recorded in metrics.json so pages can group runs.
 
     Returns:
         The metrics written to metrics.json.

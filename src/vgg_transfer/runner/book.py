@@ -74,7 +74,7 @@ def _toc_files(pages: list[str] | str, experiments: list[str], studies: list[str
 
 def write_toc(declaration: dict, experiments: list[str], studies: list[str],
               book: Path = BOOK) -> None:
-    """Generate `_toc.yml` from the book's declaration (`config.book_pages`) and the pages
+    """Generate `_toc.yml` from the book's declaration (`spec.profiles.book_pages`) and the pages
     this build produced: its experiments' and its studies'."""
     parts = []
     for part in declaration["parts"]:
