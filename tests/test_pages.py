@@ -16,6 +16,7 @@ from vgg_transfer.spec.config import ConfigError, load_experiments
 from vgg_transfer.spec.profiles import STUDIES, book_pages
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
+PAGES, STUDY_PAGES = NOTEBOOKS / "pages", NOTEBOOKS / "studies"
 SRC = PROJECT_ROOT / "src"
 # The page side, found by folder: every module of report/ (and its studies), with the record,
 # the spec and the runner that builds the book.
@@ -32,10 +33,10 @@ def test_the_books_declaration_names_pages_that_exist():
              for page in part["pages"]]
     for page in [declaration["root"], *named]:
         source = (PROJECT_ROOT / "book" / page if page.endswith(".md")
-                  else NOTEBOOKS / f"{page}.ipynb")
+                  else PAGES / f"{page}.ipynb")
         assert source.is_file(), page
     for study in STUDIES:
-        assert (NOTEBOOKS / f"study_{study}.ipynb").is_file(), study
+        assert (STUDY_PAGES / f"{study}.ipynb").is_file(), study
     # an experiments file of one's own builds the project's book
     assert book_pages({"experiments": {}}) == declaration
 
@@ -78,7 +79,8 @@ def test_page_notebooks_come_from_the_declaration(tmp_path):
              for template, output in targets]
     assert names[:3] == [("intro", "intro.ipynb"), ("vgg16", "vgg16.ipynb"),
                          ("comparison", "comparison.ipynb")]
-    assert ("study_seeds", "studies/seeds.ipynb") in names
+    assert ("seeds", "studies/seeds.ipynb") in names
+    assert all(template.is_file() for template, _ in targets)
     assert not any(name.endswith(".md") for name, _ in names)
 
 
@@ -119,8 +121,12 @@ def _code_cells(name):
             if cell.cell_type == "code"]
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")
-                                        if p.stem not in ("experiment", "vgg16")))
+# every page template, as a path under notebooks/ without its suffix
+TEMPLATES = sorted(str(p.relative_to(NOTEBOOKS).with_suffix("")) for p in NOTEBOOKS.rglob("*.ipynb")
+                   if p.stem not in ("experiment", "vgg16"))
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
 def test_a_page_takes_the_context_and_sets_up_once(name):
     cells = _code_cells(name)
     parameters = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]

@@ -17,7 +17,7 @@ from vgg_transfer.report import selection
 from vgg_transfer.report.pages import CONTEXT_FILE, Context
 from vgg_transfer.runner import sweep
 from vgg_transfer.runner.papermill import execute, papermill_parameters
-from vgg_transfer.runner.plan import BOOK, NOTEBOOKS, Plan
+from vgg_transfer.runner.plan import BOOK, NOTEBOOKS, PAGES, STUDY_PAGES, Plan
 from vgg_transfer.runner.profile import PLUMBING
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import PROJECT_ROOT
@@ -134,7 +134,7 @@ def _context(plan: Plan, runs: dict[str, list[str]], finished: list[str]) -> Con
         profile=plan.profile, runs_dir=str(plan.runs_dir),
         run_names=[p for name in finished for p in runs[name]], experiments=finished,
         compare=[e for e in profile_compare(plan.spec, plan.profile) if e in finished] or finished,
-        studies=studies, titles={s: _title(NOTEBOOKS / f"study_{s}.ipynb") for s in studies},
+        studies=studies, titles={s: _title(STUDY_PAGES / f"{s}.ipynb") for s in studies},
         bench_file=str(Path(plan.outputs) / "benchmarks" / "bench.json"))
 
 
@@ -144,9 +144,9 @@ def _page_notebooks(declaration: dict, studies: list[str],
     named = [declaration["root"]] + [page for part in declaration["parts"]
                                      if isinstance(part["pages"], list)
                                      for page in part["pages"] if not page.endswith(".md")]
-    targets = [(NOTEBOOKS / f"{page}.ipynb", results / f"{page}.ipynb") for page in named]
+    targets = [(PAGES / f"{page}.ipynb", results / f"{page}.ipynb") for page in named]
     if any(part["pages"] == "studies" for part in declaration["parts"]):
-        targets += [(NOTEBOOKS / f"study_{study}.ipynb", results / "studies" / f"{study}.ipynb")
+        targets += [(STUDY_PAGES / f"{study}.ipynb", results / "studies" / f"{study}.ipynb")
                     for study in studies]
     return targets
 
@@ -201,7 +201,7 @@ def site_key(plan: Plan) -> str:
         for path in paths:
             digest.update(path.read_bytes() if path.is_file() else b"-")
     generated = {"_build", "results", "_toc.yml", "__pycache__"}
-    sources = [*sorted(NOTEBOOKS.glob("*.ipynb")), Path(plan.outputs) / "benchmarks" / "bench.json",
+    sources = [*sorted(NOTEBOOKS.rglob("*.ipynb")), Path(plan.outputs) / "benchmarks" / "bench.json",
                *sorted(p for p in Path(book).rglob("*") if p.is_file()
                        and not generated & set(p.relative_to(book).parts))]
     for path in sources:

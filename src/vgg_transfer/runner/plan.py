@@ -17,7 +17,9 @@ from vgg_transfer import files
 from vgg_transfer.spec.config import PROJECT_ROOT, ConfigError, load_experiments, make_config
 from vgg_transfer.spec.profiles import Point, profile_names, resolve_profile
 
-NOTEBOOKS = PROJECT_ROOT / "notebooks"
+NOTEBOOKS = PROJECT_ROOT / "notebooks"  # experiment.ipynb, the template of every experiment
+PAGES = NOTEBOOKS / "pages"            # the book's notebook pages, one template each
+STUDY_PAGES = NOTEBOOKS / "studies"    # one template per study
 BOOK = PROJECT_ROOT / "book"
 OUTPUTS = PROJECT_ROOT / "outputs"
 

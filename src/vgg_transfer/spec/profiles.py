@@ -25,7 +25,7 @@ from vgg_transfer.spec.config import (
     make_config,
 )
 
-# The studies the pages can compute, one page each (notebooks/study_<name>.ipynb); a profile's
+# The studies the pages can compute, one page each (notebooks/studies/<name>.ipynb); a profile's
 # `studies` picks among them, in the order its Studies part shows them.
 STUDIES = ("protocol", "data_efficiency", "seeds", "depth", "resolution", "calibration",
            "gradcam", "claims")
@@ -257,7 +257,7 @@ def _book_part(part, where: str) -> dict:
 def book_pages(spec: dict) -> dict:
     """The book's declaration: its landing page, then its parts and their pages, in order.
 
-    A page is a notebook of notebooks/ (`comparison`), executed into the book, or a markdown
+    A page is a notebook of notebooks/pages/ (`comparison`), executed into the book, or a markdown
     file of book/ (`method.md`); a part's `pages` may instead be `experiments` (one page per
     experiment of the profile) or `studies` (the profile's Studies pages). The runner and the
     generated `_toc.yml` both read this. An experiments file without a `book` builds the
