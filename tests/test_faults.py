@@ -37,10 +37,10 @@ def _metrics(folder):
 
 
 def test_an_unreadable_feature_cache_is_computed_again(tiny_cifar, tmp_path, capsys):
-    point, runs = _point(tiny_cifar), tmp_path / "runs"
+    point, runs = _point(tiny_cifar), tmp_path / "outputs" / "smoke" / "runs"
     assert _run(point, runs).status == "ok"
     first = _metrics(runs / point.name)
-    cached = sorted((runs / ".feature-cache").rglob("*.npy"))
+    cached = sorted((tmp_path / "outputs" / ".feature-cache").rglob("*.npy"))
     assert cached
     for i, path in enumerate(cached):  # one truncated, the others not arrays at all
         path.write_bytes(path.read_bytes()[:200] if i == 0 else b"garbage" * 10)
@@ -52,7 +52,7 @@ def test_an_unreadable_feature_cache_is_computed_again(tiny_cifar, tmp_path, cap
 
 def test_an_unreadable_checkpoint_restarts_the_run_with_a_note(tiny_cifar, tmp_path):
     point = _point(tiny_cifar, cache_features=False)
-    straight, runs = tmp_path / "straight", tmp_path / "runs"
+    straight, runs = tmp_path / "straight", tmp_path / "outputs" / "smoke" / "runs"
     assert _run(point, straight).status == "ok"
     staging = runs / f".{point.name}.partial"  # as an interrupted run leaves it
     staging.mkdir(parents=True)
@@ -65,7 +65,7 @@ def test_an_unreadable_checkpoint_restarts_the_run_with_a_note(tiny_cifar, tmp_p
 
 
 def test_a_full_disk_leaves_the_earlier_run_as_it_was(tiny_cifar, tmp_path, monkeypatch):
-    point, runs = _point(tiny_cifar), tmp_path / "runs"
+    point, runs = _point(tiny_cifar), tmp_path / "outputs" / "smoke" / "runs"
     assert _run(point, runs).status == "ok"
     before = {p.relative_to(runs): p.read_bytes() for p in (runs / point.name).rglob("*")
               if p.is_file()}
@@ -84,7 +84,7 @@ def test_a_full_disk_leaves_the_earlier_run_as_it_was(tiny_cifar, tmp_path, monk
 
 
 def test_a_run_folder_another_process_writes_is_left_alone(tiny_cifar, tmp_path):
-    point, runs = _point(tiny_cifar), tmp_path / "runs"
+    point, runs = _point(tiny_cifar), tmp_path / "outputs" / "smoke" / "runs"
     with lock.run_lock(runs, point.name):
         # flock is per open file: a second open in this process is refused like another's
         outcome = _run(point, runs)
@@ -116,3 +116,15 @@ def test_a_read_only_outputs_folder_stops_before_anything_trains(tiny_cifar, rea
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "is not writable" in errors[0], result.stderr[-2000:]
     assert "epoch" not in result.stdout and "===" not in result.stdout
+
+
+def test_every_profile_of_an_outputs_folder_shares_one_feature_cache(tiny_cifar, tmp_path,
+                                                                     capsys):
+    point, outputs = _point(tiny_cifar), tmp_path / "outputs"
+    assert _run(point, outputs / "quick" / "runs").status == "ok"
+    assert "read from the feature cache" not in capsys.readouterr().out
+    assert _run(point, outputs / "study" / "runs").status == "ok"  # another profile
+    assert "read from the feature cache" in capsys.readouterr().out
+    assert not (outputs / "quick" / "runs" / ".feature-cache").exists()
+    assert _metrics(outputs / "quick" / "runs" / point.name) == \
+        _metrics(outputs / "study" / "runs" / point.name)

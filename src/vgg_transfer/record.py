@@ -4,9 +4,9 @@ Training writes a `RunRecord` with `write(folder)`; the pages, the tests and the
 read it back with `RunRecord.load(folder)`, without a backend. A run folder holds
 
     config.json       the resolved, validated configuration
-    metrics.json      test metrics, validation summary, parameter counts (deterministic:
-                      the same seed on the same machine gives the same file); written last,
-                      so its presence marks a finished run
+    metrics.json      test metrics, validation summary, parameter counts, training FLOPs
+                      (deterministic: the same seed on the same machine gives the same
+                      file); written last, so its presence marks a finished run
     timings.json      wall time of each part, images per second
     history.csv       per-epoch training and validation loss and accuracy
     predictions.csv   per test image: true, predicted, confidence, probabilities
@@ -32,7 +32,7 @@ import pandas as pd
 from vgg_transfer import files
 from vgg_transfer.spec.config import ExperimentConfig
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MODEL_FILE = "model.keras"
 
 
@@ -82,6 +82,8 @@ class Metrics:
     images_seen: int                  # training images fed to the optimizer (steps' images)
     phases: list                      # per phase: frozen blocks, epoch budget and epochs run,
     # whether it stopped on a plateau of the validation split, the epoch it restored
+    compute: dict = field(default_factory=dict)  # training FLOPs (trained, validation, frozen,
+    # total) and the per-image forward FLOPs of each part they were counted from (run.flops)
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,13 @@ class RunRecord:
         if t.feature_images or not t.feature_images_per_second:
             return t.feature_seconds
         return (m.train_n + m.val_n) / t.feature_images_per_second
+
+    @property
+    def training_flops(self) -> float:
+        """FLOPs the run spent training (`run.flops`: the layers that train, forward and
+        backward, per image seen; validation; the frozen blocks, a cache hit charged what
+        filling it cost); NaN for a record without them."""
+        return float(self.metrics.compute.get("flops", {}).get("total", float("nan")))
 
     @property
     def training_seconds(self) -> float:

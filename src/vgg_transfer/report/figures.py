@@ -81,24 +81,30 @@ def plot_histories(runs: list[RunRecord]):
     return fig
 
 
-def plot_accuracy_vs_compute(runs: list[RunRecord], ax=None):
-    """Each run's validation accuracy after every epoch against the training wall time it had
-    used by then (log scale), and its test accuracy at the end (a larger marker): what a
-    fixed budget of CPU time buys with each regime."""
-    fig, (ax,) = new_axes(ax, figsize=(8, 4.6))
-    for run in runs:
-        curve, regime = compute_curve(run), run.metrics.regime
-        ax.plot(curve["seconds"], curve["val_accuracy"], "-o", ms=3, color=color(regime),
-                label=f"{run.name} (validation)")
-        ax.plot(run.training_seconds, run.metrics.test_accuracy, "D", ms=9,
-                color=color(regime), markeredgecolor="black")
-    ax.set_xscale("log")
-    ax.set_xlabel("training wall time so far (s, log scale)")
-    ax.set_ylabel("accuracy")
-    percent_axis(ax.yaxis)
-    chance_line(ax, vertical=False)
-    ax.set_title("Accuracy against compute (diamonds: test accuracy at the end)")
-    ax.legend(fontsize="small", loc="best")
+def plot_accuracy_vs_compute(runs: list[RunRecord], axes=None):
+    """Each run's validation accuracy after every epoch against the training compute it had
+    used by then, in FLOPs (left: the same on any machine) and in seconds on this machine
+    (right), both on log scales, and its test accuracy at the end (a larger marker): what a
+    fixed budget buys with each regime."""
+    fig, axes = new_axes(axes, ncols=2, figsize=(12, 4.6))
+    for ax, key, total, label in (
+            (axes[0], "flops", lambda r: r.training_flops, "training FLOPs so far (log scale)"),
+            (axes[1], "seconds", lambda r: r.training_seconds,
+             "training wall time so far (s, log scale, this machine)")):
+        for run in runs:
+            curve, regime = compute_curve(run), run.metrics.regime
+            ax.plot(curve[key], curve["val_accuracy"], "-o", ms=3, color=color(regime),
+                    label=f"{run.name} (validation)")
+            ax.plot(total(run), run.metrics.test_accuracy, "D", ms=9, color=color(regime),
+                    markeredgecolor="black")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy")
+        percent_axis(ax.yaxis)
+        chance_line(ax, vertical=False)
+    axes[0].set_title("In FLOPs (diamonds: test accuracy at the end)")
+    axes[1].set_title("In seconds")
+    axes[1].legend(fontsize="small", loc="best")
     return fig
 
 

@@ -98,17 +98,22 @@ def _row(run: RunRecord) -> dict:
         "best_val_accuracy": m.best_val_accuracy,
         "final_train_accuracy": m.final_train_accuracy, "trainable": m.params.trainable,
         "training_seconds": run.training_seconds, "wall_seconds": t.wall_seconds,
+        "training_flops": run.training_flops,
         "feature_images_per_second": t.feature_images_per_second,
     }
 
 
 def compute_curve(run: RunRecord) -> pd.DataFrame:
-    """A run's validation accuracy against the training time spent so far: frozen blocks'
-    outputs first (`RunRecord.feature_cost`), then each epoch's seconds, from the run's own
-    records."""
+    """A run's validation accuracy against the training compute spent so far, in seconds
+    and in FLOPs: frozen blocks' outputs first (`RunRecord.feature_cost`, and the cached
+    blocks' FLOPs), then each epoch's, from the run's own records (FLOPs are NaN for a
+    record without them)."""
     spent = run.feature_cost + np.cumsum(run.timings.epoch_seconds)
-    n = min(len(spent), len(run.history))
-    return pd.DataFrame({"seconds": spent[-n:], "val_accuracy":
+    compute = run.metrics.compute
+    per_epoch = compute.get("per_epoch") or [float("nan")] * len(run.history)
+    used = compute.get("before_training", float("nan")) + np.cumsum(per_epoch, dtype=float)
+    n = min(len(spent), len(used), len(run.history))
+    return pd.DataFrame({"seconds": spent[-n:], "flops": used[-n:], "val_accuracy":
                          run.history["val_accuracy"].to_numpy()[-n:]})
 
 

@@ -224,3 +224,31 @@ def answer(runs: list[RunRecord], experiments: list[str]) -> str:
     return ("Does transfer learning beat training from scratch, on this build's budget? The "
             "best pretrained regime against the best from-scratch one: "
             + compare_sentence(row))
+
+
+def equal_compute(table: pd.DataFrame, tolerance: float = 0.10) -> str:
+    """Which compared experiments trained on equal compute (mean training FLOPs within
+    `tolerance` of each other), and how unequal the rest are: only differences between
+    experiments of one group compare regimes at one budget."""
+    flops = table.set_index("experiment")["training TFLOPs"].dropna().sort_values()
+    if len(flops) < 2:
+        return ""
+    groups, current = [], [flops.index[0]]
+    for name in flops.index[1:]:
+        if flops[name] <= flops[current[0]] * (1 + tolerance):
+            current.append(name)
+        else:
+            groups.append(current)
+            current = [name]
+    groups.append(current)
+    equal = [g for g in groups if len(g) > 1]
+    spend = ", ".join(f"{name} {flops[name]:,.1f}" for name in flops.index)
+    text = (f"Training compute, in TFLOPs counted from the layers: {spend} "
+            f"({flops.iloc[-1] / flops.iloc[0]:,.0f}× from the least to the most). ")
+    if not equal:
+        return text + ("No two of these experiments trained on equal compute (within "
+                       f"{tolerance:.0%}): every difference above is at unequal budgets.")
+    pairs = "; ".join(" and ".join(g) for g in equal)
+    return text + (f"At equal compute (within {tolerance:.0%}): {pairs}; their differences "
+                   "compare regimes at one budget, the others' compare regimes and budgets "
+                   "together.")

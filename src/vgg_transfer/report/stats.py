@@ -180,6 +180,7 @@ def _experiment_row(name: str, group: pd.DataFrame) -> dict:
         "best val accuracy": group["best_val_accuracy"].mean(),
         "trainable parameters": int(group["trainable"].iloc[0]),
         "training time (s)": group["training_seconds"].mean(),
+        "training TFLOPs": group["training_flops"].mean() / 1e12,
         "wall time (s)": group["wall_seconds"].mean(),
     }
 

@@ -84,8 +84,8 @@ def format_comparison(table: pd.DataFrame):
     shown = shown.drop(columns=["test_accuracy", "sd", "ci_low", "ci_high"])
     return plain(shown, {
         "best val accuracy": "{:.1%}", "trainable parameters": "{:,}",
-        "training time (s)": "{:,.0f}", "wall time (s)": "{:,.0f}", "train images": "{:,}",
-        "test n": "{:,}"})
+        "training time (s)": "{:,.0f}", "training TFLOPs": "{:,.1f}", "wall time (s)": "{:,.0f}",
+        "train images": "{:,}", "test n": "{:,}"})
 
 
 def format_tests(tests: pd.DataFrame):

@@ -157,10 +157,41 @@ class Plateau:
         return self.best_epoch
 
 
+@dataclass
+class Budget:
+    """A run's training FLOPs budget (`flops_budget`), shared by its phases and charged as
+    `run.flops` counts a run: each epoch trains on as many images as the budget still
+    affords after that epoch's validation, in whole batches, and the epoch that cannot
+    afford all of them is the last. Its images are a prefix of the full epoch's order, so a
+    run with a smaller budget is exactly the start of one with a larger."""
+
+    flops: float
+    spent: float = 0.0
+    per_image: float = 0.0       # this phase: one training image (3x forward of what trains,
+    # plus the frozen blocks when they run on the fly)
+    per_epoch: float = 0.0       # this phase: the validation pass after each epoch
+    exhausted: bool = False
+
+    def charge(self, flops: float) -> None:
+        self.spent += flops
+
+    def images(self, n: int, batch_size: int) -> int:
+        """Training images the next epoch may use: all `n`, or whole batches of them."""
+        left = self.flops - self.spent - self.per_epoch
+        if left >= n * self.per_image:
+            return n
+        return max(0, int(left // (self.per_image * batch_size)) * batch_size)
+
+    def charge_epochs(self, images: list) -> None:
+        """Charge epochs already trained (a resumed run's, from its history)."""
+        for count in images:
+            self.charge(count * self.per_image + self.per_epoch)
+
+
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
                checkpoint: Checkpoint | None = None, last: int | None = None,
-               plateau: Plateau | None = None) -> dict:
+               plateau: Plateau | None = None, budget: Budget | None = None) -> dict:
     """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
 
     Every epoch depends only on (seed, epoch) and the state at its start, which is what makes
@@ -169,12 +200,23 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
     Args:
         last: the final epoch number of the whole run; no checkpoint is written after it.
         plateau: stop once the validation split stops improving (see `Plateau`).
+        budget: stop once the training FLOPs budget is spent (see `Budget`).
     """
     inputs, targets = train_data
     saved = time.perf_counter()
     for epoch in epochs:
         reseed_epoch(target, seed, epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
+        if budget is not None:
+            order = order[:budget.images(len(inputs), batch_size)]
+            if not len(order) and not hist.get("loss"):
+                raise ValueError(f"flops_budget: {budget.flops:.3g} FLOPs do not pay for one "
+                                 f"batch of {batch_size} and its validation "
+                                 f"({budget.spent:.3g} FLOPs spent before it)")
+            if not len(order):
+                budget.exhausted = True
+                print("the FLOPs budget is spent: training stops", flush=True)
+                break
         start = time.perf_counter()
         history = target.fit(inputs[order], targets[order], initial_epoch=epoch,
                              epochs=epoch + 1, batch_size=batch_size, shuffle=False, verbose=0,
@@ -184,8 +226,17 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
         log.epoch(epoch, logs, time.perf_counter() - start)
         for name, value in logs.items():
             hist.setdefault(name, []).append(value)
+        hist.setdefault("images", []).append(len(order))  # trained on in this epoch
         _check_finite(hist)
         stop = plateau is not None and plateau.update(target, hist)
+        if budget is not None:
+            budget.charge_epochs([len(order)])
+            if len(order) < len(inputs):
+                budget.exhausted = True
+                print(f"the FLOPs budget is spent: epoch {epoch + 1} trained on "
+                      f"{len(order):,} of {len(inputs):,} images, and training stops",
+                      flush=True)
+                break
         if checkpoint is not None and epoch + 1 < (last or epochs.stop) and not stop and \
                 time.perf_counter() - saved >= checkpoint.seconds:
             checkpoint.save(target, epoch + 1, hist, plateau)

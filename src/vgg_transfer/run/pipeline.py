@@ -25,10 +25,11 @@ from vgg_transfer.record import (
     RunRecord,
     Timings,
 )
-from vgg_transfer.run import backend, fingerprint, provenance
+from vgg_transfer.run import backend, fingerprint, flops, provenance
 from vgg_transfer.run.data import CIFAR10, load_cifar10, split_indices
 from vgg_transfer.run.epochs import Checkpoint, set_seed
 from vgg_transfer.run.explain import fixed_examples, gradcam
+from vgg_transfer.run.features import cache_folder
 from vgg_transfer.run.metrics import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
 from vgg_transfer.run.models import Built, build_model, param_counts
 from vgg_transfer.run.training import FeatureCache, TrainResult, plan, predict, train
@@ -122,7 +123,8 @@ def fit(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
     """Train every phase of the regime on the training split."""
     return train(built, plan(cfg.regime, cfg), *split.fit_arrays, batch_size=cfg.batch_size,
                  cache_features=cfg.cache_features, cache=cache, seed=cfg.seed,
-                 checkpoint=Checkpoint(run_dir / "checkpoint.npz", cfg.checkpoint_seconds))
+                 checkpoint=Checkpoint(run_dir / "checkpoint.npz", cfg.checkpoint_seconds),
+                 flops_budget=cfg.flops_budget)
 
 
 def evaluate(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
@@ -179,16 +181,18 @@ def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built
         final_val_accuracy=float(history["val_accuracy"].iloc[-1]),
         best_val_accuracy=float(history["val_accuracy"].iloc[best]), best_val_epoch=best + 1,
         params=Params(**param_counts(built.model)),  # after training: phases unfreeze
-        cached_features=result.cached, notes=result.notes, **spent(result, len(split.train_idx),
-                                                                   cfg.batch_size))
+        cached_features=result.cached, notes=result.notes,
+        compute=flops.run_compute(flops.forward_per_image(built), result.phases,
+                                  len(split.train_idx), int(len(split.val_idx))),
+        **spent(result, len(split.train_idx), cfg.batch_size))
 
 
 def spent(result: TrainResult, train_n: int, batch_size: int) -> dict:
     """The training budget a run used: optimizer steps and images seen, per phase too."""
-    per_epoch = -(-train_n // batch_size)  # the last batch may be short
-    epochs = sum(p["epochs_run"] for p in result.phases)
-    return {"steps": epochs * per_epoch, "images_seen": epochs * train_n,
-            "phases": result.phases}
+    images = [n for p in result.phases for n in p.get("epoch_images") or
+              [train_n] * p["epochs_run"]]
+    return {"steps": sum(-(-n // batch_size) for n in images),  # a last batch may be short
+            "images_seen": sum(images), "phases": result.phases}
 
 
 def _provenance(cfg: ExperimentConfig, split: Split, built: Built, wall: float) -> Provenance:
@@ -238,7 +242,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
           f"{cfg.backend}", flush=True)
     split = load_split(cfg, timings)
     built = build(cfg, timings)
-    cache = feature_cache(cfg, split, built.weights, run_dir.parent / ".feature-cache")
+    cache = feature_cache(cfg, split, built.weights, cache_folder(run_dir.parent))
     result = fit(cfg, built, split, cache, run_dir)
     probs = evaluate(cfg, built, split, cache, timings)
     start = time.perf_counter()

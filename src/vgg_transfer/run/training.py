@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from vgg_transfer.run import backend
+from vgg_transfer.run import backend, flops
 from vgg_transfer.run.epochs import (
+    Budget,
     Checkpoint,
     EpochLog,
     Plateau,
@@ -159,12 +160,14 @@ class _Done:
     log: EpochLog
     resumed: int = 0             # epochs restored from a checkpoint
     restored: int | None = None  # the best epoch whose weights ended the phase
+    spent_budget: bool = False   # the run's FLOPs budget ended the phase
 
 
 def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray, y_val: np.ndarray, *, batch_size: int,
           cache_features: bool = True, cache: FeatureCache | None = None, seed: int = 0,
-          checkpoint: Checkpoint | None = None) -> TrainResult:
+          checkpoint: Checkpoint | None = None, flops_budget: float | None = None
+          ) -> TrainResult:
     """Train a freshly built model phase by phase; validate on the held-out training split.
 
     Each phase freezes its leading blocks, recompiles (the optimiser sees only what is
@@ -180,28 +183,68 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
         seed: seeds each epoch's shuffling and dropout (see `reseed_epoch`).
         checkpoint: where and how often to save the state after an epoch; when the file
             exists, training resumes from it and ends as an uninterrupted run would.
+        flops_budget: training FLOPs the run may spend (`run.flops`'s count); training
+            stops, mid-epoch if need be, before it would spend more (see `Budget`).
     """
     labels = one_hot(y_train), one_hot(y_val)
     source = (cache or FeatureCache()) if cache_features else None
     start_phase, saved, restarted = _resume_point(checkpoint)
+    meter = _Meter(flops.forward_per_image(built), Budget(flops_budget), len(x_train),
+                   len(x_val)) if flops_budget else None
     done = []
     for index, phase in enumerate(phases):
         if index < start_phase:  # finished before the checkpoint: its weights are in it
-            done.append(_Done(_phase_inputs(built, phase, (x_train, x_val), batch_size, source),
-                              saved[index], 0.0, EpochLog(phase.epochs)))
+            inputs = _phase_inputs(built, phase, (x_train, x_val), batch_size, source)
+            if meter:
+                meter.enter(phase, inputs).charge_epochs(saved[index].get("images", []))
+            done.append(_Done(inputs, saved[index], 0.0, EpochLog(phase.epochs)))
             continue
+        if meter and meter.budget.exhausted:
+            break  # the budget ended training in an earlier phase
         saver = None if checkpoint is None else dataclasses.replace(
             checkpoint, earlier=[d.history for d in done])
         done.append(_train_phase(built, phase, index, (x_train, x_val), labels, batch_size,
-                                 source, seed, saver, index == start_phase and bool(saved)))
+                                 source, seed, saver, index == start_phase and bool(saved),
+                                 meter))
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)
     # The full model shares the trained layers; compile it so it can be evaluated as a whole.
     compile_model(built.model, phases[-1].learning_rate)
-    result = _result(built, phases, done)
+    result = _result(built, phases[:len(done)], done)
     if restarted:
         result.notes.append(restarted)
+    if meter:
+        result.notes.append(f"trained to a budget of {flops_budget:.3g} FLOPs "
+                            f"({meter.budget.spent:.3g} spent"
+                            + ("; the budget ended training)" if meter.budget.exhausted
+                               else "; the epoch budget ended training first)"))
     return result
+
+
+@dataclass
+class _Meter:
+    """A run's FLOPs budget and what its phases cost (`run.flops`), phase by phase."""
+
+    per_image: dict
+    budget: Budget
+    train_n: int
+    val_n: int
+    cached: int = 0  # the deepest boundary whose outputs are charged already
+
+    def enter(self, phase: PhaseBudget, inputs: Inputs) -> Budget:
+        """Set the phase's costs; charge the blocks it newly reads from the cache, once."""
+        blocks = inputs.blocks if phase.frozen else 0
+        self.budget.charge(flops.cached_cost(self.per_image, self.cached, blocks,
+                                             self.train_n + self.val_n))
+        self.cached = max(self.cached, blocks)
+        if self.budget.spent > self.budget.flops:
+            raise ValueError(f"flops_budget: {self.budget.flops:.3g} FLOPs do not pay for "
+                             f"caching blocks 1-{blocks} of {self.train_n + self.val_n:,} "
+                             f"images ({self.budget.spent:.3g} FLOPs); give a larger budget "
+                             "or fewer images")
+        self.budget.per_image, self.budget.per_epoch = flops.phase_costs(
+            self.per_image, phase.frozen, blocks, self.val_n)
+        return self.budget
 
 
 def _resume_point(checkpoint: Checkpoint | None) -> tuple[int, list, str | None]:
@@ -233,10 +276,12 @@ def _phase_inputs(built: Built, phase: PhaseBudget, images: tuple, batch_size: i
 
 def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, labels: tuple,
                  batch_size: int, source: FeatureCache | None, seed: int,
-                 checkpoint: Checkpoint | None, restore: bool) -> _Done:
+                 checkpoint: Checkpoint | None, restore: bool,
+                 meter: _Meter | None = None) -> _Done:
     """Freeze, pick the inputs, recompile and fit one phase (resuming from `checkpoint`
-    when `restore`)."""
+    when `restore`; within the run's FLOPs budget when `meter`)."""
     inputs = _phase_inputs(built, phase, images, batch_size, source)
+    budget = meter.enter(phase, inputs) if meter else None
     compile_model(inputs.target, phase.learning_rate)  # recompile after changing trainable
     plateau = (Plateau(phase.patience, phase.monitor, phase.restore_best)
                if phase.patience else None)
@@ -246,15 +291,18 @@ def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, la
         hist = histories[index]
         if plateau is not None:
             plateau.replay(hist, best)
+        if budget is not None:
+            budget.charge_epochs(hist.get("images", []))
         print(f"resuming {phase.label}after epoch {resumed}/{phase.epochs} from "
               f"{checkpoint.path.name}", flush=True)
     log = EpochLog(phase.epochs, phase.label)
     start = time.perf_counter()
     fit_epochs(inputs.target, (inputs.train, labels[0]), (inputs.val, labels[1]),
                range(resumed, phase.epochs), batch_size, seed + 7919 * index, log, hist,
-               checkpoint, last=phase.epochs, plateau=plateau)
+               checkpoint, last=phase.epochs, plateau=plateau, budget=budget)
     restored = plateau.finish(inputs.target, len(hist["loss"])) if plateau else None
-    return _Done(inputs, hist, time.perf_counter() - start, log, resumed, restored)
+    return _Done(inputs, hist, time.perf_counter() - start, log, resumed, restored,
+                 bool(budget and budget.exhausted))
 
 
 def _result(built: Built, phases: list[PhaseBudget], done: list[_Done]) -> TrainResult:
@@ -275,9 +323,11 @@ def _phase_summary(phase: PhaseBudget, done: _Done) -> dict:
     plateau from runs that ran out of budget."""
     run = len(done.history.get("loss", []))
     return {"frozen_blocks": phase.frozen, "epochs_budget": phase.epochs, "epochs_run": run,
+            "epoch_images": [int(n) for n in done.history.get("images", [])],
             "learning_rate": phase.learning_rate, "patience": phase.patience,
             "monitor": phase.monitor if phase.patience else None,
-            "stopped_on_plateau": run < phase.epochs,
+            "stopped_on_plateau": run < phase.epochs and not done.spent_budget,
+            "stopped_on_flops_budget": done.spent_budget,
             "restored_epoch": done.restored, "cached_blocks": done.inputs.blocks}
 
 

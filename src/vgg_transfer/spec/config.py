@@ -71,6 +71,11 @@ class ExperimentConfig(BaseModel):
     # validation split has not improved for this many epochs, then restore the best epoch's
     # weights. None: every phase runs its whole budget.
     early_stopping: Optional[int] = Field(None, gt=0)
+    # Training FLOPs the run may spend, counted from the model's layers (vgg_transfer.run.flops:
+    # the layers that train 3x forward per image seen, validation, the frozen blocks). The
+    # images seen follow: each epoch trains on what the budget still affords, the last one
+    # short; epochs (and early stopping) still bound it. None: the epoch budgets alone.
+    flops_budget: Optional[float] = Field(None, gt=0)
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     # The Keras backend that runs it; the environment's KERAS_BACKEND when set. A process runs
     # one backend, so the runner starts each experiment's kernel with KERAS_BACKEND set to it.

@@ -1,0 +1,111 @@
+"""Compute in FLOPs, counted from a model's layers: the same config gives the same count on
+any machine.
+
+What is counted: two FLOPs per multiply-add of every Conv2D and Dense layer, at the shapes
+the model computes for one image (a 3x3 'same' convolution counts its nine taps at every
+output position, however it is executed). Bias adds, activations, pooling, batch
+normalisation, dropout and the preprocessing are left out: for VGG16 they are well under 1%
+of the total.
+
+What a run is charged (`run_compute`), per phase of training:
+
+- the layers that train: forward and backward, 3x their forward FLOPs, per image seen;
+- validation after each epoch: one forward pass of the layers that train per validation image;
+- frozen leading blocks trained on the fly: one forward pass per image seen and per
+  validation image of every epoch;
+- frozen leading blocks trained on cached outputs: one forward pass per training and
+  validation image, once per run, whether the outputs were computed now or read from the
+  cache another run filled (a cache hit is charged what filling the cache cost, as its
+  seconds are: `RunRecord.training_seconds`).
+
+The test set's forward pass is evaluation, not training, and is not charged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from vgg_transfer.run.models import Built, block_of
+
+BLOCKS = 5
+BACKWARD = 2  # a backward pass costs about twice the forward pass: 3x forward in all
+
+
+def layer_flops(layer) -> int:
+    """Forward FLOPs of one layer for one image (0 for layers that are not counted)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw, c_in, c_out = layer.kernel.shape
+        positions = math.prod(layer.output.shape[1:-1])
+        return 2 * positions * kh * kw * c_in * c_out
+    if isinstance(layer, keras.layers.Dense):
+        c_in, c_out = layer.kernel.shape
+        positions = math.prod(layer.output.shape[1:-1]) if len(layer.output.shape) > 2 else 1
+        return 2 * positions * c_in * c_out
+    return 0
+
+
+def forward_per_image(built: Built) -> dict[str, int]:
+    """Forward FLOPs for one image of each part: `block1` ... `block5` of the base (none for
+    a model without one) and `head`."""
+    parts = {}
+    if built.base is not None:
+        for layer in built.base.layers:
+            if block_of(layer):
+                key = f"block{block_of(layer)}"
+                parts[key] = parts.get(key, 0) + layer_flops(layer)
+    parts["head"] = sum(layer_flops(layer) for layer in built.head.layers)
+    return parts
+
+
+def _blocks(per_image: dict, first: int, last: int) -> int:
+    return sum(per_image.get(f"block{k}", 0) for k in range(first, last + 1))
+
+
+def phase_costs(per_image: dict, frozen: int, cached: int, val_n: int) -> tuple[int, int]:
+    """(FLOPs per training image, FLOPs per epoch for validation) of a phase that keeps
+    `frozen` leading blocks frozen, trained on cached outputs when `cached` (their cost is
+    charged once: `cached_cost`) and on the fly otherwise."""
+    forward = _blocks(per_image, frozen + 1, BLOCKS) + per_image["head"]
+    on_the_fly = _blocks(per_image, 1, frozen) if frozen and not cached else 0
+    return (1 + BACKWARD) * forward + on_the_fly, (forward + on_the_fly) * val_n
+
+
+def cached_cost(per_image: dict, charged: int, blocks: int, images: int) -> int:
+    """What caching blocks `charged`+1..`blocks` for `images` images costs beyond what is
+    charged already (0 when the deeper boundary is charged)."""
+    return _blocks(per_image, charged + 1, blocks) * images if blocks > charged else 0
+
+
+def run_compute(per_image: dict, phases: list[dict], train_n: int, val_n: int) -> dict:
+    """The FLOPs a run spent training (see the module's docstring), from the per-image
+    forward FLOPs and each phase's summary (`frozen_blocks`, `epochs_run`, `cached_blocks`).
+
+    Returns:
+        {"trained", "validation", "frozen", "total"} in FLOPs; `before_training`, the cached
+        blocks' share (spent before the first epoch); `per_epoch`, each epoch's FLOPs in
+        order (all phases); and the per-image forward FLOPs they were counted from.
+    """
+    trained = validation = frozen = 0
+    per_epoch = []
+    cached = 0  # the deepest boundary whose outputs the run trained on
+    for phase in phases:
+        blocks = int(phase["frozen_blocks"])
+        images = phase.get("epoch_images") or [train_n] * int(phase["epochs_run"])
+        is_cached = bool(blocks and phase.get("cached_blocks"))
+        if is_cached:
+            cached = max(cached, int(phase["cached_blocks"]))
+        forward = _blocks(per_image, blocks + 1, BLOCKS) + per_image["head"]
+        fly = _blocks(per_image, 1, blocks) if blocks and not is_cached else 0
+        for count in images:
+            epoch = ((1 + BACKWARD) * forward * count, forward * val_n, fly * (count + val_n))
+            trained, validation, frozen = (trained + epoch[0], validation + epoch[1],
+                                           frozen + epoch[2])
+            per_epoch.append(sum(epoch))
+    before = cached_cost(per_image, 0, cached, train_n + val_n)
+    frozen += before
+    return {"flops": {"trained": trained, "validation": validation, "frozen": frozen,
+                      "total": trained + validation + frozen},
+            "before_training": before, "per_epoch": per_epoch,
+            "forward_per_image": dict(per_image)}
