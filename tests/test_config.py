@@ -97,7 +97,9 @@ def test_project_file_resolves_every_profile(tiny_cifar):
                 seeds.setdefault(p.name.rsplit("-s", 1)[0], set()).add(p.cfg.seed)
         assert not any(p.cfg.save_model for p in points if p.axes)  # grid points keep no model
         assert min(len(s) for s in seeds.values()) >= 2
-        assert set(studies) == set(STUDIES)
+        # the frontier's budgets are sized for smoke_study only so far (see the README)
+        expected = set(STUDIES) - ({"frontier"} if profile != "smoke_study" else set())
+        assert set(studies) == expected, profile
         assert profile_compare(spec, profile) == ["scratch", "frozen", "finetune"]
     study = resolve_profile(spec, "study", env=env)
     # data efficiency: the same 9,000 images seen by scratch_bn at every size

@@ -21,6 +21,7 @@ from vgg_transfer.report.studies import (
     calibration,
     data_efficiency,
     depth,
+    frontier,
     gradcam,
     protocol,
     resolution,
@@ -327,8 +328,8 @@ def cost_answer(runs: list[RunRecord], experiments: list[str]) -> str:
     return text
 
 
-STUDY_FINDINGS = {"seeds": seeds.finding, "resolution": resolution.finding,
-                  "depth": depth.finding,
+STUDY_FINDINGS = {"frontier": frontier.finding, "seeds": seeds.finding,
+                  "resolution": resolution.finding, "depth": depth.finding,
                   "calibration": calibration.finding, "gradcam": gradcam.finding}
 
 

@@ -27,8 +27,8 @@ from vgg_transfer.spec.config import (
 
 # The studies the pages can compute, one page each (notebooks/studies/<name>.ipynb); a profile's
 # `studies` picks among them, in the order its Studies part shows them.
-STUDIES = ("protocol", "data_efficiency", "seeds", "depth", "resolution", "calibration",
-           "gradcam", "claims")
+STUDIES = ("protocol", "frontier", "data_efficiency", "seeds", "depth", "resolution",
+           "calibration", "gradcam", "claims")
 
 
 def profile_names(spec: dict) -> list[str]:
@@ -130,6 +130,8 @@ def _label(key: str, value) -> str:
         return f"{AXIS_LABELS.get(key, key)}all"
     if isinstance(value, str):
         return "".join(c if c.isalnum() or c in "_." else "_" for c in value)
+    if key == "flops_budget":  # in TFLOPs: tf3, tf30
+        return f"tf{value / 1e12:g}".replace("+", "")
     if isinstance(value, float):
         return f"{AXIS_LABELS.get(key, key)}{value:g}"
     return f"{AXIS_LABELS.get(key, key)}{value}"

@@ -1,0 +1,181 @@
+"""Which regime for which budget: test accuracy against training compute (FLOPs counted from
+the layers, `run.flops`), one line per regime, the upper envelope, and at each budget the
+best regime tested against the runner-up on the same test images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vgg_transfer.record import RunRecord
+from vgg_transfer.report.figures import chance_line, new_axes, percent_axis
+from vgg_transfer.report.selection import ending, of_experiments
+from vgg_transfer.report.tables import plain
+from vgg_transfer.run.metrics import mcnemar_exact
+from vgg_transfer.spec.regimes import color
+
+SCRATCH = ("scratch", "scratch_bn")  # the regimes that start from random weights
+# fine-tuning from different blocks shares the finetune colour: a line style each
+LINES = {"fine-tune from block 5": ":", "fine-tune from block 4": "-.",
+         "fine-tune from block 3": "--", "fine-tune all": "-"}
+
+
+def series(run: RunRecord) -> str:
+    """The frontier line a run belongs to: its regime, or where fine-tuning starts."""
+    if run.metrics.regime == "finetune":
+        start = run.config.unfreeze_from
+        return "fine-tune all" if start == 1 else f"fine-tune from block {start}"
+    return run.metrics.regime
+
+
+def budgeted(runs: list[RunRecord], experiments: list[str]) -> list[RunRecord]:
+    """The runs of these experiments that trained to a FLOPs budget."""
+    return [run for run in of_experiments(runs, experiments) if run.config.flops_budget]
+
+
+def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
+    """One row per budget point (a run trained to its own budget): its line, the budget,
+    what it spent in FLOPs and seconds, images seen, test accuracy and how it ended."""
+    rows = [{"series": series(run), "regime": run.metrics.regime, "run": run.name,
+             "budget": run.config.flops_budget, "flops": run.training_flops,
+             "seconds": run.training_seconds, "images seen": run.metrics.images_seen,
+             "test_accuracy": run.metrics.test_accuracy,
+             "ci_low": run.metrics.test_accuracy_ci95[0],
+             "ci_high": run.metrics.test_accuracy_ci95[1], "ended on": ending(run)}
+            for run in budgeted(runs, experiments)]
+    columns = ["series", "regime", "run", "budget", "flops", "seconds", "images seen",
+               "test_accuracy", "ci_low", "ci_high", "ended on"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["series", "budget"],
+                                                           ignore_index=True)
+
+
+def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
+    """For each budget: the best regime by test accuracy, the runner-up, and McNemar's exact
+    test between the two on the same test images (one run each: the test is the run's)."""
+    by_name = {run.name: run for run in budgeted(runs, experiments)}
+    points, rows = study_table(runs, experiments), []
+    for budget, group in points.groupby("budget", sort=True):
+        ranked = group.sort_values("test_accuracy", ascending=False)
+        best = ranked.iloc[0]
+        row = {"budget": budget, "best": best["series"], "best accuracy": best["test_accuracy"],
+               "best FLOPs": best["flops"], "runner-up": None, "runner-up accuracy": np.nan,
+               "difference": np.nan, "p (McNemar, exact)": np.nan, "points": len(group)}
+        if len(ranked) > 1:
+            second = ranked.iloc[1]
+            test = mcnemar_exact(by_name[best["run"]].correct, by_name[second["run"]].correct)
+            row.update({"runner-up": second["series"],
+                        "runner-up accuracy": second["test_accuracy"],
+                        "difference": best["test_accuracy"] - second["test_accuracy"],
+                        "p (McNemar, exact)": test["p_value"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def envelope(points: pd.DataFrame) -> pd.DataFrame:
+    """The upper envelope: the best test accuracy any point reached with at most each
+    point's compute."""
+    ordered = points.sort_values("flops", ignore_index=True)
+    return pd.DataFrame({"flops": ordered["flops"],
+                         "test_accuracy": ordered["test_accuracy"].cummax()})
+
+
+def scratch_gap(points: pd.DataFrame) -> dict | None:
+    """How much more compute training from scratch needs to reach what transfer reaches: the
+    best accuracy a pretrained regime reached at the smallest budget, and the least compute
+    a scratch point reached it with (None there when none did: then the ratio is a lower
+    bound, from scratch's largest point)."""
+    scratch, transfer = (points[points["regime"].isin(SCRATCH)],
+                         points[~points["regime"].isin(SCRATCH)])
+    if scratch.empty or transfer.empty:
+        return None
+    first = transfer[transfer["budget"] == transfer["budget"].min()]
+    cheapest = first.sort_values(["test_accuracy", "flops"], ascending=[False, True]).iloc[0]
+    reached = scratch[scratch["test_accuracy"] >= cheapest["test_accuracy"]]
+    needed = reached["flops"].min() if len(reached) else None
+    most = scratch["flops"].max()
+    return {"transfer": cheapest["series"], "accuracy": cheapest["test_accuracy"],
+            "transfer_flops": cheapest["flops"], "scratch_flops": needed,
+            "ratio": (needed if needed is not None else most) / cheapest["flops"],
+            "reached": needed is not None, "scratch_best": scratch["test_accuracy"].max(),
+            "scratch_most": most}
+
+
+def finding(runs: list[RunRecord], experiments: list[str]) -> str:
+    """The study's answer for the discussion pages."""
+    return sentence(best_per_budget(runs, experiments), study_table(runs, experiments))
+
+
+def sentence(best: pd.DataFrame, points: pd.DataFrame, alpha: float = 0.05) -> str:
+    """Which regime at which budget, whether the runner-up is beaten, and what training
+    from scratch needs to reach transfer."""
+    if best.empty:
+        return ""
+    parts = []
+    for _, row in best.iterrows():
+        text = f"at {row['budget'] / 1e12:,.3g} TFLOPs, {row['best']} ({row['best accuracy']:.1%})"
+        if row["runner-up"] is not None:
+            verdict = ("ahead of" if row["p (McNemar, exact)"] < alpha
+                       else "not separable from")
+            text += (f", {verdict} {row['runner-up']} ({row['runner-up accuracy']:.1%}; "
+                     f"McNemar p = {row['p (McNemar, exact)']:.2g})")
+        parts.append(text)
+    answer = "The best regime for each budget: " + "; ".join(parts) + "."
+    gap = scratch_gap(points)
+    if gap is not None:
+        if gap["reached"]:
+            answer += (f" Training from scratch first reaches the {gap['accuracy']:.1%} that "
+                       f"{gap['transfer']} reached with {gap['transfer_flops'] / 1e12:,.3g} "
+                       f"TFLOPs at {gap['scratch_flops'] / 1e12:,.3g} TFLOPs: "
+                       f"{gap['ratio']:,.1f}× the compute.")
+        else:
+            answer += (f" Training from scratch did not reach the {gap['accuracy']:.1%} that "
+                       f"{gap['transfer']} reached with {gap['transfer_flops'] / 1e12:,.3g} "
+                       f"TFLOPs, even with {gap['scratch_most'] / 1e12:,.3g} TFLOPs (its best: "
+                       f"{gap['scratch_best']:.1%}): it needs more than {gap['ratio']:,.1f}× "
+                       "the compute.")
+    return answer
+
+
+def formatted(best: pd.DataFrame):
+    """The per-budget table as a reader sees it."""
+    shown = best.assign(**{"budget (TFLOPs)": best["budget"] / 1e12,
+                           "best's TFLOPs": best["best FLOPs"] / 1e12})
+    shown = shown[["budget (TFLOPs)", "best", "best accuracy", "best's TFLOPs", "runner-up",
+                   "runner-up accuracy", "difference", "p (McNemar, exact)", "points"]]
+    return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "best accuracy": "{:.1%}",
+                         "best's TFLOPs": "{:,.3g}", "runner-up accuracy": "{:.1%}",
+                         "difference": "{:+.1%}", "p (McNemar, exact)": "{:.2g}"})
+
+
+def plot(points: pd.DataFrame, ax=None):
+    """Test accuracy against training FLOPs (log scale), a line per regime, and the upper
+    envelope: the best any regime reached with at most that much compute."""
+    fig, (ax,) = new_axes(ax, figsize=(8.5, 5))
+    for name, group in points.groupby("series", sort=False):
+        group = group.sort_values("flops")
+        ax.plot(group["flops"], group["test_accuracy"], marker="o", ms=5,
+                ls=LINES.get(name, "-"), color=color(group["regime"].iloc[0]), label=name)
+    if len(points):
+        top = envelope(points)
+        ax.step(top["flops"], top["test_accuracy"], where="post", color="black", lw=1.5,
+                ls="--", label="upper envelope")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (log scale; counted from the layers)")
+    ax.set_ylabel("test accuracy")
+    percent_axis(ax.yaxis)
+    chance_line(ax, vertical=False)
+    ax.set_title("Which regime for which budget")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def formatted_points(points: pd.DataFrame):
+    """Every budget point as a reader sees it."""
+    shown = points.assign(**{"budget (TFLOPs)": points["budget"] / 1e12,
+                             "spent (TFLOPs)": points["flops"] / 1e12,
+                             "test accuracy": points["test_accuracy"]})
+    shown = shown[["series", "budget (TFLOPs)", "spent (TFLOPs)", "seconds", "images seen",
+                   "test accuracy", "ended on"]]
+    return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "spent (TFLOPs)": "{:,.3g}",
+                         "seconds": "{:,.0f}", "images seen": "{:,}",
+                         "test accuracy": "{:.1%}"})

@@ -1,0 +1,76 @@
+"""The frontier study on hand-made records: the best regime per budget, its McNemar test
+against the runner-up, the upper envelope, and what training from scratch needs."""
+
+import dataclasses
+
+import numpy as np
+
+from test_report import fake_run, mask
+from vgg_transfer.report.studies import frontier
+
+
+def _point(experiment, regime, budget, spent, right, start=1, offset=0):
+    axes = {"flops_budget": budget, **({"unfreeze_from": start} if regime == "finetune" else {})}
+    run = fake_run(experiment, regime, 0, mask(right, 1000, offset), axes=axes)
+    config = run.config.model_copy(update={"flops_budget": budget, "unfreeze_from": start})
+    metrics = dataclasses.replace(run.metrics, compute={"flops": {"total": spent}})
+    return dataclasses.replace(run, config=config, metrics=metrics)
+
+
+BUDGETS = (1e12, 1e13, 1e14)
+RUNS = [
+    # (experiment, regime, budget, FLOPs spent, right of 1000, block fine-tuning starts from)
+    *[_point("scratch", "scratch", b, 0.95 * b, n) for b, n in zip(BUDGETS, (150, 300, 450))],
+    *[_point("frozen", "frozen", b, 0.2 * b, n) for b, n in zip(BUDGETS, (410, 430, 430))],
+    *[_point("depth", "finetune", b, 0.97 * b, n, 4, offset=40 if b == 1e12 else 0)
+      for b, n in zip(BUDGETS, (400, 600, 700))],
+    *[_point("depth", "finetune", b, 0.96 * b, n, 1) for b, n in zip(BUDGETS, (300, 560, 760))],
+]
+EXPERIMENTS = ["scratch", "frozen", "depth"]
+
+
+def test_each_budget_names_its_best_regime_and_tests_the_runner_up():
+    best = frontier.best_per_budget(RUNS, EXPERIMENTS)
+    assert best["budget"].tolist() == list(BUDGETS)
+    assert best["best"].tolist() == ["frozen", "fine-tune from block 4", "fine-tune all"]
+    assert best["runner-up"].tolist() == ["fine-tune from block 4", "fine-tune all",
+                                          "fine-tune from block 4"]
+    assert np.allclose(best["difference"], [0.010, 0.040, 0.060])
+    # 40 against 30 discordant images cannot separate the two; 60 against none can
+    p = best["p (McNemar, exact)"].tolist()
+    assert p[0] > 0.05 and p[2] < 0.001
+    assert (best["points"] == 4).all()
+
+
+def test_the_envelope_keeps_the_best_so_far():
+    points = frontier.study_table(RUNS, EXPERIMENTS)
+    top = frontier.envelope(points)
+    assert top["flops"].is_monotonic_increasing
+    assert top["test_accuracy"].is_monotonic_increasing
+    assert top["test_accuracy"].iloc[-1] == 0.76
+    assert set(points["series"]) == {"scratch", "frozen", "fine-tune from block 4",
+                                     "fine-tune all"}
+
+
+def test_what_scratch_needs_to_reach_transfer():
+    points = frontier.study_table(RUNS, EXPERIMENTS)
+    gap = frontier.scratch_gap(points)
+    # transfer's best at the smallest budget: frozen, 41.0% with 0.2 TFLOPs; scratch reaches
+    # it at 95 TFLOPs
+    assert gap["transfer"] == "frozen" and gap["accuracy"] == 0.41 and gap["reached"]
+    assert np.isclose(gap["ratio"], 0.95e14 / 0.2e12)
+    text = frontier.sentence(frontier.best_per_budget(RUNS, EXPERIMENTS), points)
+    assert "at 1 TFLOPs, frozen (41.0%), not separable from fine-tune from block 4" in text
+    assert "475.0× the compute" in text
+    weaker = [r for r in RUNS if not (r.experiment == "scratch" and r.config.flops_budget == 1e14)]
+    text = frontier.sentence(frontier.best_per_budget(weaker, EXPERIMENTS),
+                             frontier.study_table(weaker, EXPERIMENTS))
+    assert "did not reach the 41.0%" in text and "more than 47.5× the compute" in text
+
+
+def test_only_budgeted_runs_are_points():
+    plain = fake_run("scratch", "scratch", 0, mask(100, 1000))
+    assert frontier.study_table([plain], ["scratch"]).empty
+    assert frontier.best_per_budget([plain], ["scratch"]).empty
+    assert frontier.sentence(frontier.best_per_budget([plain], ["scratch"]),
+                             frontier.study_table([plain], ["scratch"])) == ""
