@@ -187,6 +187,27 @@ class Budget:
         for count in images:
             self.charge(count * self.per_image + self.per_epoch)
 
+    def epoch_order(self, order: np.ndarray, batch_size: int, first: bool) -> np.ndarray:
+        """The part of an epoch's order the budget affords (empty: it is spent)."""
+        order = order[:self.images(len(order), batch_size)]
+        if not len(order) and first:
+            raise ValueError(f"flops_budget: {self.flops:.3g} FLOPs do not pay for one batch "
+                             f"of {batch_size} and its validation ({self.spent:.3g} FLOPs "
+                             "spent before it)")
+        if not len(order):
+            self.exhausted = True
+            print("the FLOPs budget is spent: training stops", flush=True)
+        return order
+
+    def spend(self, images: int, total: int, epoch: int) -> bool:
+        """Charge an epoch of `images` of `total`; True when it was the budget's last."""
+        self.charge_epochs([images])
+        if images < total:
+            self.exhausted = True
+            print(f"the FLOPs budget is spent: epoch {epoch + 1} trained on {images:,} of "
+                  f"{total:,} images, and training stops", flush=True)
+        return self.exhausted
+
 
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
@@ -208,14 +229,8 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
         reseed_epoch(target, seed, epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
         if budget is not None:
-            order = order[:budget.images(len(inputs), batch_size)]
-            if not len(order) and not hist.get("loss"):
-                raise ValueError(f"flops_budget: {budget.flops:.3g} FLOPs do not pay for one "
-                                 f"batch of {batch_size} and its validation "
-                                 f"({budget.spent:.3g} FLOPs spent before it)")
+            order = budget.epoch_order(order, batch_size, first=not hist.get("loss"))
             if not len(order):
-                budget.exhausted = True
-                print("the FLOPs budget is spent: training stops", flush=True)
                 break
         start = time.perf_counter()
         history = target.fit(inputs[order], targets[order], initial_epoch=epoch,
@@ -229,14 +244,8 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
         hist.setdefault("images", []).append(len(order))  # trained on in this epoch
         _check_finite(hist)
         stop = plateau is not None and plateau.update(target, hist)
-        if budget is not None:
-            budget.charge_epochs([len(order)])
-            if len(order) < len(inputs):
-                budget.exhausted = True
-                print(f"the FLOPs budget is spent: epoch {epoch + 1} trained on "
-                      f"{len(order):,} of {len(inputs):,} images, and training stops",
-                      flush=True)
-                break
+        if budget is not None and budget.spend(len(order), len(inputs), epoch):
+            break
         if checkpoint is not None and epoch + 1 < (last or epochs.stop) and not stop and \
                 time.perf_counter() - saved >= checkpoint.seconds:
             checkpoint.save(target, epoch + 1, hist, plateau)

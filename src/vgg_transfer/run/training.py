@@ -211,13 +211,7 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
     # The full model shares the trained layers; compile it so it can be evaluated as a whole.
     compile_model(built.model, phases[-1].learning_rate)
     result = _result(built, phases[:len(done)], done)
-    if restarted:
-        result.notes.append(restarted)
-    if meter:
-        result.notes.append(f"trained to a budget of {flops_budget:.3g} FLOPs "
-                            f"({meter.budget.spent:.3g} spent"
-                            + ("; the budget ended training)" if meter.budget.exhausted
-                               else "; the epoch budget ended training first)"))
+    result.notes += [note for note in (restarted, meter and meter.note()) if note]
     return result
 
 
@@ -245,6 +239,12 @@ class _Meter:
         self.budget.per_image, self.budget.per_epoch = flops.phase_costs(
             self.per_image, phase.frozen, blocks, self.val_n)
         return self.budget
+
+    def note(self) -> str:
+        ended = ("the budget ended training" if self.budget.exhausted
+                 else "the epoch budget ended training first")
+        return (f"trained to a budget of {self.budget.flops:.3g} FLOPs "
+                f"({self.budget.spent:.3g} spent; {ended})")
 
 
 def _resume_point(checkpoint: Checkpoint | None) -> tuple[int, list, str | None]:
