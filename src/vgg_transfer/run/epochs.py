@@ -209,6 +209,25 @@ class Budget:
         return self.exhausted
 
 
+class Batches(keras.utils.PyDataset):
+    """One epoch's batches, in `order`, gathered batch by batch: no shuffled copy of the
+    training set (nor the tensor Keras would make of one) is ever held, so a run on cached
+    block outputs keeps one copy of them."""
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray, order: np.ndarray,
+                 batch_size: int):
+        super().__init__()
+        self.inputs, self.targets, self.order, self.batch_size = (inputs, targets, order,
+                                                                  batch_size)
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.inputs[rows], self.targets[rows]
+
+
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
                checkpoint: Checkpoint | None = None, last: int | None = None,
@@ -233,8 +252,8 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
             if not len(order):
                 break
         start = time.perf_counter()
-        history = target.fit(inputs[order], targets[order], initial_epoch=epoch,
-                             epochs=epoch + 1, batch_size=batch_size, shuffle=False, verbose=0,
+        history = target.fit(Batches(inputs, targets, order, batch_size), initial_epoch=epoch,
+                             epochs=epoch + 1, shuffle=False, verbose=0,
                              callbacks=[keras.callbacks.TerminateOnNaN()])
         logs = {name: float(values[-1]) for name, values in history.history.items()}
         logs.update(validation_scores(target, *val_data, batch_size))

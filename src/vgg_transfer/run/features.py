@@ -108,6 +108,24 @@ def _store(path: Path, features: Features) -> None:
         "from_blocks": features.from_blocks, "total_seconds": features.total_seconds})
 
 
+CHUNK_BATCHES = 32  # batches per predict() call in `predict_into`
+
+
+def predict_into(model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """`model.predict(inputs)` written chunk by chunk into one array allocated up front:
+    Keras's predict holds every batch's output and then their concatenation, twice the
+    outputs' memory (a gigabyte for block-3 outputs of 45,000 images). The chunks are whole
+    batches, so every batch is the one a single predict() call would run."""
+    chunk = batch_size * CHUNK_BATCHES
+    first = model.predict(inputs[:chunk], batch_size=batch_size, verbose=0)
+    out = np.empty((len(inputs), *first.shape[1:]), dtype=first.dtype)
+    out[:len(first)] = first
+    for start in range(chunk, len(inputs), chunk):
+        out[start:start + chunk] = model.predict(inputs[start:start + chunk],
+                                                 batch_size=batch_size, verbose=0)
+    return out
+
+
 KEPT_ON_THE_WAY = 4  # computing block-5 outputs from images keeps block 4's too: they cost
 # nothing extra, take 8 KB an image at 32 px, and fine-tuning from block 5 starts from them
 
@@ -128,10 +146,10 @@ def block_outputs(built: Built, images: np.ndarray, batch_size: int,
         earlier = block_outputs(built, images, batch_size, cache, split, KEPT_ON_THE_WAY)
     start = time.perf_counter()
     if earlier is not None:
-        values = segment(built, earlier.blocks, blocks).predict(
-            earlier.values, batch_size=batch_size, verbose=0)
+        values = predict_into(segment(built, earlier.blocks, blocks), earlier.values,
+                              batch_size)
     else:
-        values = stem(built, blocks).predict(images, batch_size=batch_size, verbose=0)
+        values = predict_into(stem(built, blocks), images, batch_size)
     seconds = time.perf_counter() - start
     before = (earlier.total_seconds or earlier.seconds) if earlier is not None else 0.0
     features = Features(values, blocks, False, seconds, earlier.blocks if earlier else 0,
