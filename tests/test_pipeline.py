@@ -24,7 +24,7 @@ def _text(path):
 
 def test_every_run_folder_is_complete(site):
     assert {o.status for o in site["outcomes"]} == {"ok"}
-    assert len(site["runs"]) == 9 and all(site["runs"].values())
+    assert len(site["runs"]) == 12 and all(site["runs"].values())  # the experiments
     folder = site["outputs"] / site["profile"] / "runs"
     for names in site["runs"].values():
         for name in names:
