@@ -52,14 +52,14 @@ def test_the_head_alone_and_the_batch_norm_layout():
 def test_a_runs_charge_follows_its_phases():
     per_image = {f"block{k}": 10 * k for k in range(1, 6)} | {"head": 1}
     train_n, val_n = 100, 20
-    whole = flops.run_compute(per_image, [{"frozen_blocks": 0, "epochs_run": 2,
-                                           "cached_blocks": 0}], train_n, val_n)["flops"]
+    def charge(frozen, cached):
+        phase = {"frozen_blocks": frozen, "epochs_run": 2, "epoch_images": [train_n] * 2,
+                 "cached_blocks": cached}
+        return flops.run_compute(per_image, [phase], train_n, val_n)["flops"]
+    whole = charge(0, 0)
     assert whole["trained"] == 3 * 151 * 2 * train_n
     assert whole["validation"] == 151 * 2 * val_n and whole["frozen"] == 0
-    cached = flops.run_compute(per_image, [{"frozen_blocks": 4, "epochs_run": 2,
-                                            "cached_blocks": 4}], train_n, val_n)["flops"]
-    fly = flops.run_compute(per_image, [{"frozen_blocks": 4, "epochs_run": 2,
-                                         "cached_blocks": 0}], train_n, val_n)["flops"]
+    cached, fly = charge(4, 4), charge(4, 0)
     assert cached["trained"] == fly["trained"] == 3 * 51 * 2 * train_n
     assert cached["frozen"] == 100 * (train_n + val_n)          # once, however many epochs
     assert fly["frozen"] == 100 * 2 * (train_n + val_n)         # every epoch

@@ -63,13 +63,22 @@ def _blocks(per_image: dict, first: int, last: int) -> int:
     return sum(per_image.get(f"block{k}", 0) for k in range(first, last + 1))
 
 
-def phase_costs(per_image: dict, frozen: int, cached: int, val_n: int) -> tuple[int, int]:
-    """(FLOPs per training image, FLOPs per epoch for validation) of a phase that keeps
-    `frozen` leading blocks frozen, trained on cached outputs when `cached` (their cost is
-    charged once: `cached_cost`) and on the fly otherwise."""
+def epoch_flops(per_image: dict, frozen: int, cached: int, images: int,
+                val_n: int) -> tuple[int, int, int]:
+    """(trained, validation, frozen) FLOPs of one epoch on `images` training images, in a
+    phase that keeps `frozen` leading blocks frozen, trained on their cached outputs when
+    `cached` (whose cost is charged once: `cached_cost`) and on the fly otherwise."""
     forward = _blocks(per_image, frozen + 1, BLOCKS) + per_image["head"]
     on_the_fly = _blocks(per_image, 1, frozen) if frozen and not cached else 0
-    return (1 + BACKWARD) * forward + on_the_fly, (forward + on_the_fly) * val_n
+    return ((1 + BACKWARD) * forward * images, forward * val_n,
+            on_the_fly * (images + val_n))
+
+
+def phase_costs(per_image: dict, frozen: int, cached: int, val_n: int) -> tuple[int, int]:
+    """(FLOPs per training image, FLOPs per epoch for validation) of a phase: `epoch_flops`
+    split into what grows with the images and what does not."""
+    return (sum(epoch_flops(per_image, frozen, cached, 1, 0)),
+            sum(epoch_flops(per_image, frozen, cached, 0, val_n)))
 
 
 def cached_cost(per_image: dict, charged: int, blocks: int, images: int) -> int:
@@ -80,7 +89,8 @@ def cached_cost(per_image: dict, charged: int, blocks: int, images: int) -> int:
 
 def run_compute(per_image: dict, phases: list[dict], train_n: int, val_n: int) -> dict:
     """The FLOPs a run spent training (see the module's docstring), from the per-image
-    forward FLOPs and each phase's summary (`frozen_blocks`, `epochs_run`, `cached_blocks`).
+    forward FLOPs and each phase's summary (`frozen_blocks`, `cached_blocks`, and
+    `epoch_images`: the training images of each epoch).
 
     Returns:
         {"trained", "validation", "frozen", "total"} in FLOPs; `before_training`, the cached
@@ -92,14 +102,10 @@ def run_compute(per_image: dict, phases: list[dict], train_n: int, val_n: int) -
     cached = 0  # the deepest boundary whose outputs the run trained on
     for phase in phases:
         blocks = int(phase["frozen_blocks"])
-        images = phase.get("epoch_images") or [train_n] * int(phase["epochs_run"])
-        is_cached = bool(blocks and phase.get("cached_blocks"))
-        if is_cached:
-            cached = max(cached, int(phase["cached_blocks"]))
-        forward = _blocks(per_image, blocks + 1, BLOCKS) + per_image["head"]
-        fly = _blocks(per_image, 1, blocks) if blocks and not is_cached else 0
-        for count in images:
-            epoch = ((1 + BACKWARD) * forward * count, forward * val_n, fly * (count + val_n))
+        on_cache = int(phase["cached_blocks"]) if blocks else 0
+        cached = max(cached, on_cache)
+        for count in phase["epoch_images"]:
+            epoch = epoch_flops(per_image, blocks, on_cache, count, val_n)
             trained, validation, frozen = (trained + epoch[0], validation + epoch[1],
                                            frozen + epoch[2])
             per_epoch.append(sum(epoch))

@@ -184,13 +184,12 @@ def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built
         cached_features=result.cached, notes=result.notes,
         compute=flops.run_compute(flops.forward_per_image(built), result.phases,
                                   len(split.train_idx), int(len(split.val_idx))),
-        **spent(result, len(split.train_idx), cfg.batch_size))
+        **spent(result, cfg.batch_size))
 
 
-def spent(result: TrainResult, train_n: int, batch_size: int) -> dict:
+def spent(result: TrainResult, batch_size: int) -> dict:
     """The training budget a run used: optimizer steps and images seen, per phase too."""
-    images = [n for p in result.phases for n in p.get("epoch_images") or
-              [train_n] * p["epochs_run"]]
+    images = [n for p in result.phases for n in p["epoch_images"]]
     return {"steps": sum(-(-n // batch_size) for n in images),  # a last batch may be short
             "images_seen": sum(images), "phases": result.phases}
 

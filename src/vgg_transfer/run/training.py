@@ -323,7 +323,7 @@ def _phase_summary(phase: PhaseBudget, done: _Done) -> dict:
     plateau from runs that ran out of budget."""
     run = len(done.history.get("loss", []))
     return {"frozen_blocks": phase.frozen, "epochs_budget": phase.epochs, "epochs_run": run,
-            "epoch_images": [int(n) for n in done.history.get("images", [])],
+            "epoch_images": [int(n) for n in done.history["images"]],
             "learning_rate": phase.learning_rate, "patience": phase.patience,
             "monitor": phase.monitor if phase.patience else None,
             "stopped_on_plateau": run < phase.epochs and not done.spent_budget,
