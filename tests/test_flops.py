@@ -138,3 +138,17 @@ def test_a_smaller_budget_is_the_start_of_a_larger_one(tiny_cifar, tmp_path):
     # every epoch the small run trained whole is the large run's, number for number
     whole = [row for row, n in zip(rows[1:], small["phases"][0]["epoch_images"]) if n == 60]
     assert whole and large_history.startswith("\n".join([rows[0], *whole]))
+
+
+def test_a_budget_spent_between_phases_ends_the_run_not_in_an_error():
+    import numpy as np
+
+    from vgg_transfer.run.epochs import Budget
+
+    budget = Budget(flops=1_000.0, per_image=10.0, per_epoch=5.0)
+    with pytest.raises(ValueError, match="do not pay for one batch"):  # nothing trained yet
+        Budget(flops=10.0, per_image=10.0, per_epoch=5.0).epoch_order(np.arange(8), 4)
+    assert len(budget.epoch_order(np.arange(80), 8)) == 80
+    budget.charge_epochs([80, 18])                   # 805 + 185: the first phase's epochs
+    budget.per_image, budget.per_epoch = 100.0, 50.0  # the next phase costs more per image
+    assert len(budget.epoch_order(np.arange(80), 8)) == 0 and budget.exhausted

@@ -171,6 +171,7 @@ class Budget:
     # plus the frozen blocks when they run on the fly)
     per_epoch: float = 0.0       # this phase: the validation pass after each epoch
     exhausted: bool = False
+    epochs: int = 0              # epochs charged so far, every phase together
 
     def charge(self, flops: float) -> None:
         self.spent += flops
@@ -186,11 +187,13 @@ class Budget:
         """Charge epochs already trained (a resumed run's, from its history)."""
         for count in images:
             self.charge(count * self.per_image + self.per_epoch)
+            self.epochs += 1
 
-    def epoch_order(self, order: np.ndarray, batch_size: int, first: bool) -> np.ndarray:
-        """The part of an epoch's order the budget affords (empty: it is spent)."""
+    def epoch_order(self, order: np.ndarray, batch_size: int) -> np.ndarray:
+        """The part of an epoch's order the budget affords (empty: it is spent; an error
+        before the run's first epoch, which would leave it untrained)."""
         order = order[:self.images(len(order), batch_size)]
-        if not len(order) and first:
+        if not len(order) and not self.epochs:
             raise ValueError(f"flops_budget: {self.flops:.3g} FLOPs do not pay for one batch "
                              f"of {batch_size} and its validation ({self.spent:.3g} FLOPs "
                              "spent before it)")
@@ -248,7 +251,7 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
         reseed_epoch(target, seed, epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
         if budget is not None:
-            order = budget.epoch_order(order, batch_size, first=not hist.get("loss"))
+            order = budget.epoch_order(order, batch_size)
             if not len(order):
                 break
         start = time.perf_counter()

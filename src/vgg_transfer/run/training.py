@@ -203,9 +203,12 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
             break  # the budget ended training in an earlier phase
         saver = None if checkpoint is None else dataclasses.replace(
             checkpoint, earlier=[d.history for d in done])
-        done.append(_train_phase(built, phase, index, (x_train, x_val), labels, batch_size,
-                                 source, seed, saver, index == start_phase and bool(saved),
-                                 meter))
+        phase_done = _train_phase(built, phase, index, (x_train, x_val), labels, batch_size,
+                                  source, seed, saver, index == start_phase and bool(saved),
+                                  meter)
+        if not phase_done.history:  # the budget was spent before this phase's first epoch
+            break
+        done.append(phase_done)
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)
     # The full model shares the trained layers; compile it so it can be evaluated as a whole.
