@@ -3,8 +3,9 @@
 A run is skipped when its key (resolved config, data and weights hashes, the run record's
 schema version, the regime's training fields, the code under run/) matches the finished run
 on disk. Otherwise it runs in a staging folder that replaces the run folder only when the run
-succeeds, so a failure never destroys a good result; a run killed mid-training resumes from its last checkpoint. The experiment template notebook calls
-`run_in_notebook`, which runs every point of one experiment in one process.
+succeeds, so a failure never destroys a good result; a run killed mid-training resumes from
+its last checkpoint. The experiment template notebook calls `run_in_notebook`, which runs
+every point of one experiment in one process.
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ PLUMBING_PARAMETERS = {
     "overrides": ("{}", "config values as a mapping"),
     "points_file": ("None", "the runner's resolved points (then the values below are unused)"),
 }
+# The config's fields as the template's parameters (a run's name comes from its grid point).
+CONFIG_PARAMETERS = tuple(name for name in ExperimentConfig.model_fields if name != "name")
 
 
 def _field_hint(annotation) -> str:
@@ -242,17 +245,18 @@ def template_parameters() -> str:
              "# that grid axis. Generated from ExperimentConfig by",
              "# vgg_transfer.runner.sweep.template_parameters()."]
     lines += [f"{name} = {value}  # {hint}" for name, (value, hint) in PLUMBING_PARAMETERS.items()]
+    fields = ExperimentConfig.model_fields
     hints = {"regime": " | ".join(regimes.REGISTRY),
              "weights": " | ".join(WEIGHT_NAMES) + " | a .weights.h5 file"}
-    lines += [f"{name} = None  # {hints.get(name) or _field_hint(info.annotation)}"
-              for name, info in ExperimentConfig.model_fields.items() if name != "name"]
+    lines += [f"{name} = None  # {hints.get(name) or _field_hint(fields[name].annotation)}"
+              for name in CONFIG_PARAMETERS]
     return "\n".join(lines)
 
 
 def given_parameters(namespace: dict) -> dict:
     """The config values a papermill run of the template set (those not left as None)."""
-    return {name: namespace[name] for name in ExperimentConfig.model_fields
-            if name != "name" and namespace.get(name) is not None}
+    return {name: namespace[name] for name in CONFIG_PARAMETERS
+            if namespace.get(name) is not None}
 
 
 def template_points(namespace: dict) -> list[Point]:
