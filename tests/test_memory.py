@@ -1,11 +1,12 @@
 """One copy of the training inputs: block outputs are predicted into one array, chunk by
 chunk, and each epoch's batches are gathered batch by batch; both compute exactly what the
-whole-array calls compute."""
+whole-array calls compute; and the peak memory a run records is its own."""
 
 import keras
 import numpy as np
+import pytest
 
-from vgg_transfer.run import features
+from vgg_transfer.run import epochs, features, provenance
 from vgg_transfer.run.epochs import Batches, one_hot
 
 
@@ -48,3 +49,39 @@ def test_fitting_on_batches_equals_fitting_on_the_shuffled_arrays():
             model.fit(Batches(x, y, order, 16), epochs=1, shuffle=False, verbose=0)
         weights.append([w.numpy() for w in model.weights])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+@pytest.mark.skipif(not provenance.CLEAR_REFS.exists(), reason="Linux's clear_refs only")
+def test_a_runs_peak_memory_is_its_own_not_the_kernels():
+    """A sweep runs many runs in one kernel: each records the peak since it started, so a
+    small run after a large one does not report the large one's peak."""
+    large = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+    before = provenance.peak_rss_mb()
+    del large
+    provenance.start_run()
+    after = provenance.peak_rss_mb()
+    assert before - after > 300
+    small = np.ones(100 * 2**20 // 8)
+    assert provenance.peak_rss_mb() - after > 80  # the count goes on from there
+    del small
+
+
+def test_no_epoch_keeps_the_training_inputs(monkeypatch):
+    """Keras keeps every dataset `fit` was given: each epoch's batches drop their arrays
+    once fitted, so a finished run leaves no copy of its inputs in the kernel."""
+    made = []
+
+    class Spy(epochs.Batches):
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self)
+
+    monkeypatch.setattr(epochs, "Batches", Spy)
+    x = np.random.default_rng(5).normal(size=(40, 4, 4, 8)).astype("float32")
+    y = one_hot(np.random.default_rng(6).integers(0, 10, 40))
+    model = _model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    hist = epochs.fit_epochs(model, (x, y), (x[:8], y[:8]), range(2), 16, 0,
+                             epochs.EpochLog(2), {})
+    assert len(hist["loss"]) == 2 and len(made) == 2
+    assert all(b.inputs is None and b.targets is None for b in made)

@@ -230,6 +230,12 @@ class Batches(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         return self.inputs[rows], self.targets[rows]
 
+    def release(self) -> None:
+        """Drop the arrays once the epoch is fitted. Keras keeps a reference to every
+        dataset `fit` was given, past the end of the run; without this, each run of a sweep
+        left its training inputs in the kernel (574 MB for 49,000 images at 32 px)."""
+        self.inputs = self.targets = self.order = None
+
 
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
@@ -255,9 +261,12 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
             if not len(order):
                 break
         start = time.perf_counter()
-        history = target.fit(Batches(inputs, targets, order, batch_size), initial_epoch=epoch,
-                             epochs=epoch + 1, shuffle=False, verbose=0,
-                             callbacks=[keras.callbacks.TerminateOnNaN()])
+        batches = Batches(inputs, targets, order, batch_size)
+        try:
+            history = target.fit(batches, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+                                 verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+        finally:
+            batches.release()
         logs = {name: float(values[-1]) for name, values in history.history.items()}
         logs.update(validation_scores(target, *val_data, batch_size))
         log.epoch(epoch, logs, time.perf_counter() - start)

@@ -236,6 +236,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.backend.clear_session()  # a sweep runs many models in one process
     gc.collect()
+    provenance.start_run()  # the peak memory recorded is this run's
     wall_start, timings = time.perf_counter(), {}
     print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}, backend "
           f"{cfg.backend}", flush=True)
