@@ -140,6 +140,18 @@ def test_a_smaller_budget_is_the_start_of_a_larger_one(tiny_cifar, tmp_path):
     assert whole and large_history.startswith("\n".join([rows[0], *whole]))
 
 
+def test_a_phase_the_budget_leaves_no_batch_for_is_left_out(tiny_cifar, tmp_path):
+    """The head phase ends at its epoch cap (3) with too little left for one batch of the
+    next phase and its validation: the run ends there, with one phase in its record."""
+    # caching blocks 1-5 of 80 images: 50.1 GFLOPs; 3 head epochs: 0.16; one batch of
+    # block 5 and its validation: about 2.5
+    metrics, _ = _budget_run(tiny_cifar, tmp_path, "two_phase", 5.15e10, early_stopping=None)
+    assert metrics["status"] == "ok" and len(metrics["phases"]) == 1
+    assert metrics["phases"][0]["epochs_run"] == 3 and metrics["epochs"] == 3
+    assert metrics["compute"]["flops"]["total"] <= 5.15e10
+    assert any("the budget ended training" in note for note in metrics["notes"])
+
+
 def test_a_budget_spent_between_phases_ends_the_run_not_in_an_error():
     import numpy as np
 

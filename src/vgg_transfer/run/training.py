@@ -303,7 +303,8 @@ def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, la
     fit_epochs(inputs.target, (inputs.train, labels[0]), (inputs.val, labels[1]),
                range(resumed, phase.epochs), batch_size, seed + 7919 * index, log, hist,
                checkpoint, last=phase.epochs, plateau=plateau, budget=budget)
-    restored = plateau.finish(inputs.target, len(hist["loss"])) if plateau else None
+    # (a phase the budget left no batch for trained no epoch: its history is empty)
+    restored = plateau.finish(inputs.target, len(hist.get("loss", []))) if plateau else None
     return _Done(inputs, hist, time.perf_counter() - start, log, resumed, restored,
                  bool(budget and budget.exhausted))
 
