@@ -74,3 +74,16 @@ def test_only_budgeted_runs_are_points():
     assert frontier.best_per_budget([plain], ["scratch"]).empty
     assert frontier.sentence(frontier.best_per_budget([plain], ["scratch"]),
                              frontier.study_table([plain], ["scratch"])) == ""
+
+
+def test_a_budget_one_regime_ran_at_has_no_runner_up():
+    top = _point("depth", "finetune", 1e15, 0.99e15, 800, 4)
+    best = frontier.best_per_budget([*RUNS, top], EXPERIMENTS)
+    row = best[best["budget"] == 1e15].iloc[0]
+    assert row["best"] == "fine-tune from block 4" and row["points"] == 1
+    text = frontier.sentence(best, frontier.study_table([*RUNS, top], EXPERIMENTS))
+    assert "at 1e+03 TFLOPs, fine-tune from block 4 (80.0%), the only regime run at that " \
+           "budget" in text
+    assert "nan" not in text
+    html = frontier.formatted(best).to_html()
+    assert "nan" not in html and "—" in html

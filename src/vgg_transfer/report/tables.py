@@ -17,9 +17,10 @@ from vgg_transfer.spec import regimes
 from vgg_transfer.spec.profiles import Point
 
 
-def plain(table: pd.DataFrame, formats: dict | None = None):
-    """A table without its index, with these column formats."""
-    return table.style.hide(axis="index").format(formats or {})
+def plain(table: pd.DataFrame, formats: dict | None = None, missing: str | None = None):
+    """A table without its index, with these column formats (and `missing` for a missing
+    value, where given)."""
+    return table.style.hide(axis="index").format(formats or {}, na_rep=missing)
 
 
 # ---------------------------------------------------------------- an experiment's page

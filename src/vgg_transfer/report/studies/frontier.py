@@ -12,6 +12,7 @@ from vgg_transfer.report.figures import chance_line, new_axes, percent_axis
 from vgg_transfer.report.selection import ending, of_experiments
 from vgg_transfer.report.tables import plain
 from vgg_transfer.run.metrics import mcnemar_exact
+from vgg_transfer.spec import regimes
 from vgg_transfer.spec.regimes import color
 
 SCRATCH = ("scratch", "scratch_bn")  # the regimes that start from random weights
@@ -28,6 +29,15 @@ def series(run: RunRecord) -> str:
     return run.metrics.regime
 
 
+def frozen_blocks(run: RunRecord) -> str:
+    """How a point ran its frozen leading blocks: "cached", "on the fly", or "none"."""
+    phases = regimes.get(run.metrics.regime).phases
+    frozen = max(phase.frozen_blocks(run.config) for phase in phases)
+    if not frozen:
+        return "none"
+    return "cached" if run.config.cache_features else "on the fly"
+
+
 def budgeted(runs: list[RunRecord], experiments: list[str]) -> list[RunRecord]:
     """The runs of these experiments that trained to a FLOPs budget."""
     return [run for run in of_experiments(runs, experiments) if run.config.flops_budget]
@@ -38,13 +48,14 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
     what it spent in FLOPs and seconds, images seen, test accuracy and how it ended."""
     rows = [{"series": series(run), "regime": run.metrics.regime, "run": run.name,
              "budget": run.config.flops_budget, "flops": run.training_flops,
-             "seconds": run.training_seconds, "images seen": run.metrics.images_seen,
-             "test_accuracy": run.metrics.test_accuracy,
+             "seconds": run.training_seconds, "training images": run.metrics.train_n,
+             "images seen": run.metrics.images_seen,
+             "frozen blocks": frozen_blocks(run), "test_accuracy": run.metrics.test_accuracy,
              "ci_low": run.metrics.test_accuracy_ci95[0],
              "ci_high": run.metrics.test_accuracy_ci95[1], "ended on": ending(run)}
             for run in budgeted(runs, experiments)]
-    columns = ["series", "regime", "run", "budget", "flops", "seconds", "images seen",
-               "test_accuracy", "ci_low", "ci_high", "ended on"]
+    columns = ["series", "regime", "run", "budget", "flops", "seconds", "training images",
+               "images seen", "frozen blocks", "test_accuracy", "ci_low", "ci_high", "ended on"]
     return pd.DataFrame(rows, columns=columns).sort_values(["series", "budget"],
                                                            ignore_index=True)
 
@@ -113,7 +124,9 @@ def sentence(best: pd.DataFrame, points: pd.DataFrame, alpha: float = 0.05) -> s
     parts = []
     for _, row in best.iterrows():
         text = f"at {row['budget'] / 1e12:,.3g} TFLOPs, {row['best']} ({row['best accuracy']:.1%})"
-        if row["runner-up"] is not None:
+        if pd.isna(row["runner-up"]):
+            text += ", the only regime run at that budget"
+        else:
             verdict = ("ahead of" if row["p (McNemar, exact)"] < alpha
                        else "not separable from")
             text += (f", {verdict} {row['runner-up']} ({row['runner-up accuracy']:.1%}; "
@@ -144,7 +157,8 @@ def formatted(best: pd.DataFrame):
                    "runner-up accuracy", "difference", "p (McNemar, exact)", "points"]]
     return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "best accuracy": "{:.1%}",
                          "best's TFLOPs": "{:,.3g}", "runner-up accuracy": "{:.1%}",
-                         "difference": "{:+.1%}", "p (McNemar, exact)": "{:.2g}"})
+                         "difference": "{:+.1%}", "p (McNemar, exact)": "{:.2g}"},
+                 missing="—")  # a budget only one regime ran at has no runner-up
 
 
 def plot(points: pd.DataFrame, ax=None):
@@ -174,8 +188,8 @@ def formatted_points(points: pd.DataFrame):
     shown = points.assign(**{"budget (TFLOPs)": points["budget"] / 1e12,
                              "spent (TFLOPs)": points["flops"] / 1e12,
                              "test accuracy": points["test_accuracy"]})
-    shown = shown[["series", "budget (TFLOPs)", "spent (TFLOPs)", "seconds", "images seen",
-                   "test accuracy", "ended on"]]
+    shown = shown[["series", "budget (TFLOPs)", "spent (TFLOPs)", "seconds", "training images",
+                   "images seen", "frozen blocks", "test accuracy", "ended on"]]
     return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "spent (TFLOPs)": "{:,.3g}",
-                         "seconds": "{:,.0f}", "images seen": "{:,}",
+                         "seconds": "{:,.0f}", "training images": "{:,}", "images seen": "{:,}",
                          "test accuracy": "{:.1%}"})
