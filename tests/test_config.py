@@ -97,19 +97,34 @@ def test_project_file_resolves_every_profile(tiny_cifar):
                 seeds.setdefault(p.name.rsplit("-s", 1)[0], set()).add(p.cfg.seed)
         assert not any(p.cfg.save_model for p in points if p.axes)  # grid points keep no model
         assert min(len(s) for s in seeds.values()) >= 2
-        # the frontier's budgets are sized for smoke_study only so far (see the README)
-        expected = set(STUDIES) - ({"frontier"} if profile != "smoke_study" else set())
-        assert set(studies) == expected, profile
         assert profile_compare(spec, profile) == ["scratch", "frozen", "finetune"]
+    studies = {p: set(profile_studies(spec, p)) for p in ("smoke_study", "study", "study_gpu")}
+    assert studies["smoke_study"] == set(STUDIES)
+    # study: the frontier in place of the depth study; depth and data efficiency on a GPU
+    assert studies["study"] == set(STUDIES) - {"depth", "data_efficiency"}
+    assert studies["study_gpu"] == set(STUDIES) - {"frontier"}
     study = resolve_profile(spec, "study", env=env)
-    # data efficiency: the same 9,000 images seen by scratch_bn at every size
-    budgets = {(p.cfg.train_size, p.cfg.epochs) for p in study if p.experiment == "scratch_bn"}
-    assert budgets == {(500, 18), (2000, 5), (9000, 1)}
     assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64}
-    # the depth study's fine-tuning from block 1 is the finetune run at the same budget
-    depth = [p.cfg for p in study if p.experiment in profile_studies(spec, "study")["depth"]]
-    assert {c.unfreeze_from for c in depth} == {5, 4, 3, 1}
-    assert {(c.train_size, c.epochs, c.seed) for c in depth} == {(9000, 1, 0)}
+    frontier = [p.cfg for p in study if p.experiment in profile_studies(spec, "study")["frontier"]]
+    assert all(c.flops_budget for c in frontier)
+    # all 49,000 training images, except where caching them would cost more than the budget
+    assert all(c.train_size is None for c in frontier if c.flops_budget > 3.2e13
+               or c.regime in ("scratch", "scratch_bn", "finetune"))
+    lines = {}
+    for c in frontier:  # every line of the frontier at budgets spanning 10x or more
+        line = (c.regime, c.unfreeze_from if c.regime == "finetune" else None)
+        lines.setdefault(line, set()).add(c.flops_budget)
+    assert {r for r, _ in lines} == {"scratch", "scratch_bn", "frozen", "finetune", "two_phase"}
+    assert {u for r, u in lines if r == "finetune"} == {1, 3, 4, 5}
+    assert all(max(b) >= 10 * min(b) for b in lines.values())
+    # below what caching every image costs, fine-tuning runs the frozen blocks on the fly,
+    # and the frozen regime caches a subset its budget pays for (0.626 GFLOPs an image)
+    assert all(not c.cache_features for c in frontier
+               if c.regime == "finetune" and c.flops_budget < 2.8e13)
+    small = [c for c in frontier
+             if c.regime in ("frozen", "two_phase") and c.flops_budget < 3.2e13]
+    assert len(small) == 5 and all(c.cache_features and c.train_size for c in small)
+    assert all((c.train_size + c.val_size) * 0.626e9 < 0.95 * c.flops_budget for c in small)
 
 
 def test_cli_rejects_bad_profile():

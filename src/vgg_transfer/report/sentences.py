@@ -17,8 +17,9 @@ from vgg_transfer.report.selection import (
     reference_runs,
     runs_frame,
 )
-from vgg_transfer.report.words import accuracy_cell, phrase, plural
+from vgg_transfer.report.words import accuracy_cell, listing, phrase, plural
 from vgg_transfer.spec import regimes
+from vgg_transfer.spec.profiles import STUDIES
 
 ALPHA = 0.05
 
@@ -76,10 +77,17 @@ def run_count(runs: int, experiments: int) -> str:
 
 
 def studies_note(titles: dict[str, str]) -> str:
-    """Which Studies the build ran, by their pages' titles ("" for none)."""
+    """Which Studies the build ran, by their pages' titles, and which it left out ("" for
+    none)."""
     if not titles:
         return ""
-    return "It also ran the Studies: " + ", ".join(t.lower() for t in titles.values()) + "."
+    text = "It also ran the Studies: " + ", ".join(t.lower() for t in titles.values()) + "."
+    left = [name.replace("_", " ") for name in STUDIES if name not in titles]
+    if left:
+        text += (f" It leaves out the {listing(left)} {'study' if len(left) == 1 else 'studies'},"
+                 " for which this profile has no time; experiments.yaml names the profiles"
+                 " that run them.")
+    return text
 
 
 def data_source(source: dict) -> str:

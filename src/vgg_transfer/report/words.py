@@ -11,6 +11,12 @@ def phrase(values, unit: str) -> str:
     return f"{joined} {unit}{'' if counts == [1] else 's'}"
 
 
+def listing(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def counts(values) -> str:
     """Distinct counts without a unit: [3, 30] -> "3 or 30"."""
     return phrase(values, "x").rsplit(" ", 1)[0]
