@@ -6,15 +6,15 @@ from __future__ import annotations
 def phrase(values, unit: str) -> str:
     """Distinct counts as words: [3, 30, 3] -> "3 or 30 epochs", [2500] -> "2,500 images"."""
     counts = sorted({int(v) for v in values})
-    words = [f"{n:,}" for n in counts]
-    joined = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    joined = listing([f"{n:,}" for n in counts], "or")
     return f"{joined} {unit}{'' if counts == [1] else 's'}"
 
 
-def listing(items: list[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
+def listing(items: list[str], conjunction: str = "and") -> str:
+    """"a", "a and b", "a, b and c" (or another conjunction)."""
     items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return (items[0] if len(items) == 1
+            else ", ".join(items[:-1]) + f" {conjunction} " + items[-1])
 
 
 def counts(values) -> str:
