@@ -87,3 +87,14 @@ def test_a_budget_one_regime_ran_at_has_no_runner_up():
     assert "nan" not in text
     html = frontier.formatted(best).to_html()
     assert "nan" not in html and "—" in html
+
+
+def test_each_point_says_how_its_frozen_blocks_ran():
+    def with_phase(run, frozen, cached):
+        phase = {**run.metrics.phases[0], "frozen_blocks": frozen, "cached_blocks": cached}
+        return dataclasses.replace(run, metrics=dataclasses.replace(run.metrics,
+                                                                    phases=[phase]))
+    run = RUNS[0]
+    assert frontier.frozen_blocks(with_phase(run, 0, 0)) == "none"
+    assert frontier.frozen_blocks(with_phase(run, 4, 0)) == "on the fly"
+    assert frontier.frozen_blocks(with_phase(run, 4, 4)) == "cached"

@@ -12,7 +12,6 @@ from vgg_transfer.report.figures import chance_line, new_axes, percent_axis
 from vgg_transfer.report.selection import ending, of_experiments
 from vgg_transfer.report.tables import plain
 from vgg_transfer.run.metrics import mcnemar_exact
-from vgg_transfer.spec import regimes
 from vgg_transfer.spec.regimes import color
 
 SCRATCH = ("scratch", "scratch_bn")  # the regimes that start from random weights
@@ -30,12 +29,12 @@ def series(run: RunRecord) -> str:
 
 
 def frozen_blocks(run: RunRecord) -> str:
-    """How a point ran its frozen leading blocks: "cached", "on the fly", or "none"."""
-    phases = regimes.get(run.metrics.regime).phases
-    frozen = max(phase.frozen_blocks(run.config) for phase in phases)
-    if not frozen:
+    """How a point ran its frozen leading blocks, as its record's phases say: "cached",
+    "on the fly", or "none"."""
+    phases = run.metrics.phases
+    if not any(phase["frozen_blocks"] for phase in phases):
         return "none"
-    return "cached" if run.config.cache_features else "on the fly"
+    return "cached" if any(phase["cached_blocks"] for phase in phases) else "on the fly"
 
 
 def budgeted(runs: list[RunRecord], experiments: list[str]) -> list[RunRecord]:
