@@ -236,6 +236,8 @@ def test_calibration_table_and_collapse():
     assert table["experiment"].tolist() == ["fro"]
     assert table["confidence − accuracy"].iloc[0] == pytest.approx(0.4)
     assert table["ECE"].iloc[0] == pytest.approx(0.4)
+    assert calibration.finding(runs, ["fro"]).startswith(
+        "Expected calibration error ranges from 0.400 (fro)")
     runs = [fake_run("finetune", "finetune", s, mask(100), val=(0.1, 0.1, 0.1))
             for s in (0, 1)]
     assert stats.collapse(runs, "finetune")["collapsed"]

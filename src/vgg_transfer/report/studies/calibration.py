@@ -1,4 +1,4 @@
-"""Calibration: expected study_table error and reliability per regime."""
+"""Calibration: expected calibration error and reliability per regime."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def finding(runs: list[RunRecord], experiments: list[str]) -> str:
         return ""
     best, worst = table.loc[table["ECE"].idxmin()], table.loc[table["ECE"].idxmax()]
     gap = table["confidence − accuracy"]
-    text = (f"Expected study_table error ranges from {best['ECE']:.3f} ({best['experiment']}) "
+    text = (f"Expected calibration error ranges from {best['ECE']:.3f} ({best['experiment']}) "
             f"to {worst['ECE']:.3f} ({worst['experiment']}).")
     for names, kind, side in ((table[gap > 0.02]["experiment"], "Over", "above"),
                               (table[gap < -0.02]["experiment"], "Under", "below")):
@@ -72,7 +72,7 @@ def formatted(table: pd.DataFrame):
 def plot(bins: dict[str, pd.DataFrame], regime_of: dict[str, str]):
     """Reliability diagrams: accuracy against confidence per bin, one panel per experiment.
 
-    The diagonal is perfect study_table; bars below it are over-confidence. The grey bars
+    The diagonal is perfect calibration; bars below it are over-confidence. The grey bars
     at the bottom show how many predictions fall in each bin.
     """
     n = len(bins)

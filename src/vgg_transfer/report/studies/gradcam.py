@@ -64,13 +64,12 @@ def formatted(table: pd.DataFrame):
     return plain(table, {c: "{:.0%}" for c in table.columns if c.startswith("centre")})
 
 
-def plot(images: np.ndarray, rows: dict[str, dict], indices: np.ndarray,
-                 true: np.ndarray):
+def plot(images: np.ndarray, rows: dict[str, dict], indices: np.ndarray, true: np.ndarray):
     """Grad-CAM heatmaps over the same test images, one row per model.
 
     Args:
         rows: name -> {"heatmaps": (K, 32, 32), "indices": (K,), "predicted": (K,)} (a run's
-            study_table.npz); the images in `indices` are looked up in each.
+            gradcam.npz); the images in `indices` are looked up in each.
         indices: test images to show, as columns.
     """
     fig, axes = plt.subplots(len(rows) + 1, len(indices),
