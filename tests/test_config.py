@@ -231,3 +231,17 @@ def test_a_run_computes_only_with_keyed_code():
 
     # the pages' code is in the site's hash but not in a run's
     assert sweep.code_hash() != sweep.package_hash()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"budget_points": [1e11]}, "needs a flops_budget"),
+    ({"flops_budget": 1e12, "budget_points": [2e12]}, "below flops_budget"),
+    ({"flops_budget": 1e12, "budget_points": [5e11, 2e11]}, "ascending, distinct"),
+    ({"flops_budget": 1e12, "budget_points": []}, "ascending, distinct"),
+    ({"flops_budget": 1e12, "budget_points": [5e11], "regime": "two_phase"}, "trains in phases"),
+])
+def test_budget_points_that_are_not_a_shorter_run_are_refused(values, message):
+    from vgg_transfer.spec.config import make_config
+
+    with pytest.raises(ConfigError, match=message):
+        make_config({"name": "x", "regime": "finetune", "weights": "none", **values})

@@ -4,6 +4,7 @@ follows its phases; cached and uncached runs of one config count the same traine
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from vgg_transfer.run import flops
@@ -164,3 +165,72 @@ def test_a_budget_spent_between_phases_ends_the_run_not_in_an_error():
     budget.charge_epochs([80, 18])                   # 805 + 185: the first phase's epochs
     budget.per_image, budget.per_epoch = 100.0, 50.0  # the next phase costs more per image
     assert len(budget.epoch_order(np.arange(80), 8)) == 0 and budget.exhausted
+
+
+@pytest.mark.parametrize("experiment, overrides, restores", [
+    ("scratch", {}, False),
+    # early stopping restores an earlier epoch's weights; augmentation draws in every batch
+    ("scratch_bn", {"augment": True, "early_stopping": 2, "learning_rate": 3e-3}, True),
+])
+def test_a_budget_point_scores_what_the_shorter_run_ends_with(tiny_cifar, tmp_path,
+                                                               experiment, overrides, restores):
+    from vgg_transfer.record import RunRecord
+
+    def run(budget, **more):
+        _budget_run(tiny_cifar, tmp_path / str(len(more)), experiment, budget,
+                    **overrides, **more)
+        return RunRecord.load(tmp_path / str(len(more)) / f"{experiment}-{budget:.0e}")
+
+    shorter = [run(budget) for budget in (1.3e11, 3e11)]
+    longer = run(9e11)
+    scored = run(9e11, budget_points=[1.3e11, 3e11])
+    # the run that scores its points trains exactly as the run that does not
+    assert scored.predictions.equals(longer.predictions)  # every probability, bit for bit
+    assert scored.metrics.compute == longer.metrics.compute
+    assert np.allclose(scored.history.drop(columns="epoch"), longer.history.drop(columns="epoch"),
+                       rtol=1e-5)
+    assert scored.budget_predictions.shape == (len(scored.predictions), 2)
+    for index, (point, run_alone) in enumerate(zip(scored.metrics.budget_points, shorter)):
+        m = run_alone.metrics
+        assert point["flops_budget"] == run_alone.config.flops_budget
+        assert point["flops"] == m.compute["flops"]["total"]
+        assert (point["images_seen"], point["epochs"], point["steps"]) == (
+            m.images_seen, m.epochs, m.steps)
+        assert (point["test_accuracy"], point["test_loss"]) == (m.test_accuracy, m.test_loss)
+        assert (scored.point_correct(index) == run_alone.correct).all()
+        assert point["ended"] == "budget"
+    assert len(scored.timings.point_seconds) == 2
+    # one point ends with a whole epoch, the other inside one (the cases `Points.cuts` splits)
+    assert [p["images_seen"] % 60 == 0 for p in scored.metrics.budget_points] == [True, False]
+    assert any(p["restored_epoch"] for p in scored.metrics.budget_points) == restores
+
+
+def test_a_resumed_run_keeps_the_points_it_scored_before(tiny_cifar, tmp_path, monkeypatch):
+    """Stopped after its fourth epoch's checkpoint, the run resumes with both points (scored
+    in epochs 2 and 3) as they were, and ends as the uninterrupted run does."""
+    from vgg_transfer.record import RunRecord
+    from vgg_transfer.run.epochs import EpochLog
+
+    def run(where):
+        _budget_run(tiny_cifar, tmp_path / where, "scratch", 9e11, checkpoint_seconds=0,
+                    budget_points=[1.3e11, 3e11])
+        return RunRecord.load(tmp_path / where / "scratch-9e+11")
+
+    straight = run("straight")
+    logged = EpochLog.epoch
+
+    def stop_in_epoch_5(self, epoch, logs, seconds):
+        if epoch == 4:
+            raise KeyboardInterrupt
+        logged(self, epoch, logs, seconds)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EpochLog, "epoch", stop_in_epoch_5)
+        with pytest.raises(KeyboardInterrupt):
+            run("resumed")
+    assert (tmp_path / "resumed" / "scratch-9e+11" / "checkpoint.npz").is_file()
+    resumed = run("resumed")
+    assert any("resumed after epoch 4" in note for note in resumed.metrics.notes)
+    assert resumed.metrics.budget_points == straight.metrics.budget_points
+    assert resumed.budget_predictions.equals(straight.budget_predictions)
+    assert resumed.predictions.equals(straight.predictions)

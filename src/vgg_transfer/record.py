@@ -10,6 +10,8 @@ read it back with `RunRecord.load(folder)`, without a backend. A run folder hold
     timings.json      wall time of each part, images per second
     history.csv       per-epoch training and validation loss and accuracy
     predictions.csv   per test image: true, predicted, confidence, probabilities
+    budget_points.csv per test image, the class predicted at each budget point (a run with
+                      `budget_points`: scores taken inside it; metrics.json has their FLOPs)
     gradcam.npz       Grad-CAM heatmaps of the predicted class for a few test images
     provenance.json   data (folder, counts, hashes), weights (source, hash), backend,
                       packages, hardware, git commit, wall time, peak memory
@@ -32,7 +34,7 @@ import pandas as pd
 from vgg_transfer import files
 from vgg_transfer.spec.config import ExperimentConfig
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MODEL_FILE = "model.keras"
 
 
@@ -84,6 +86,8 @@ class Metrics:
     # whether it stopped on a plateau of the validation split, the epoch it restored
     compute: dict = field(default_factory=dict)  # training FLOPs (trained, validation, frozen,
     # total) and the per-image forward FLOPs of each part they were counted from (run.flops)
+    budget_points: list = field(default_factory=list)  # per smaller budget scored inside
+    # the run: its budget, FLOPs spent, epochs, images seen, test accuracy (pipeline)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Timings:
     train_images_per_second: float | None  # None when trained on cached features
     feature_images_per_second: float | None  # when the features were first computed
     test_images_per_second: float
+    point_seconds: list = field(default_factory=list)  # fit() seconds at each budget point
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class RunRecord:
     history: pd.DataFrame             # one row per epoch (a `phase` column for phased runs)
     predictions: pd.DataFrame         # one row per test image
     gradcam: dict | None = None       # arrays, see experiment.explain_run
+    budget_predictions: pd.DataFrame | None = None  # per test image, a column per budget point
     folder: Path | None = None
     model_file: Path | None = field(default=None)
 
@@ -169,6 +175,8 @@ class RunRecord:
         files.write_json(folder / "config.json", self.config.model_dump())
         files.write_csv(folder / "history.csv", self.history)
         files.write_csv(folder / "predictions.csv", self.predictions)
+        if self.budget_predictions is not None:
+            files.write_csv(folder / "budget_points.csv", self.budget_predictions)
         if self.gradcam is not None:
             files.write_npz(folder / "gradcam.npz", **self.gradcam)
         files.write_json(folder / "provenance.json", _as_json(self.provenance))
@@ -190,6 +198,7 @@ class RunRecord:
             with np.load(folder / "gradcam.npz") as saved:
                 gradcam = {key: saved[key] for key in saved.files}
         model = folder / MODEL_FILE
+        points = folder / "budget_points.csv"
         return cls(
             # validated when the run started; read back as written, on any machine
             config=ExperimentConfig.model_construct(**files.read_json(folder / "config.json")),
@@ -200,7 +209,8 @@ class RunRecord:
                               str(folder / "provenance.json")),
             history=pd.read_csv(folder / "history.csv"),
             predictions=pd.read_csv(folder / "predictions.csv"),
-            gradcam=gradcam, folder=folder, model_file=model if model.is_file() else None)
+            gradcam=gradcam, budget_predictions=pd.read_csv(points) if points.is_file() else None,
+            folder=folder, model_file=model if model.is_file() else None)
 
     # ------------------------------------------------------------ conveniences for pages
 
@@ -220,6 +230,11 @@ class RunRecord:
     def correct(self) -> np.ndarray:
         """Per test image: did the model get it right?"""
         return (self.predictions["true"] == self.predictions["predicted"]).to_numpy()
+
+    def point_correct(self, index: int) -> np.ndarray:
+        """Per test image: did the run's `index`-th budget point get it right?"""
+        return (self.predictions["true"].to_numpy()
+                == self.budget_predictions[f"predicted_{index}"].to_numpy())
 
     @property
     def feature_cost(self) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,13 +51,17 @@ class Checkpoint:
     earlier: list = field(default_factory=list)  # histories of the phases already finished
 
     def save(self, model: keras.Model, epoch: int, history: dict,
-             plateau: "Plateau | None" = None) -> None:
+             plateau: "Plateau | None" = None, points: "Points | None" = None) -> None:
         """Model and optimizer state after `epoch` epochs of the current phase, atomically
-        (with the best epoch's weights when early stopping will restore them)."""
+        (with the best epoch's weights when early stopping will restore them, and the
+        budget points scored so far)."""
         arrays = {f"m{i}": v.numpy() for i, v in enumerate(model.variables)}
         arrays.update({f"o{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
         if plateau is not None and plateau.weights is not None:
             arrays.update({f"b{i}": w for i, w in enumerate(plateau.weights)})
+        if points is not None and points.taken:
+            arrays["points"] = json.dumps(points.taken)
+            arrays.update({f"p{i}": p for i, p in enumerate(points.probabilities)})
         tmp = self.path.with_name(f".{self.path.name}.tmp.npz")
         np.savez(tmp, **arrays, epoch=epoch, history=json.dumps([*self.earlier, history]))
         os.replace(tmp, self.path)
@@ -78,6 +83,14 @@ def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, list, list | N
         best = sorted(k for k in saved.files if k.startswith("b"))
         weights = [saved[f"b{i}"] for i in range(len(best))] or None
         return int(saved["epoch"]), json.loads(str(saved["history"])), weights
+
+
+def load_points(points: "Points", path: Path) -> None:
+    """The budget points a checkpoint scored before it was saved, back into `points`."""
+    with np.load(path, allow_pickle=False) as saved:
+        if "points" in saved.files:
+            points.taken = json.loads(str(saved["points"]))
+            points.probabilities = [saved[f"p{i}"] for i in range(len(points.taken))]
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -176,9 +189,10 @@ class Budget:
     def charge(self, flops: float) -> None:
         self.spent += flops
 
-    def images(self, n: int, batch_size: int) -> int:
-        """Training images the next epoch may use: all `n`, or whole batches of them."""
-        left = self.flops - self.spent - self.per_epoch
+    def images(self, n: int, batch_size: int, flops: float | None = None) -> int:
+        """Training images the next epoch may use: all `n`, or whole batches of them (under
+        a budget of `flops` when given, for a `Points` budget, else the run's)."""
+        left = (self.flops if flops is None else flops) - self.spent - self.per_epoch
         if left >= n * self.per_image:
             return n
         return max(0, int(left // (self.per_image * batch_size)) * batch_size)
@@ -212,6 +226,91 @@ class Budget:
         return self.exhausted
 
 
+@dataclass
+class Points:
+    """Test scores taken inside a run at smaller FLOPs budgets (`budget_points`), each the
+    score the run with that budget ends with.
+
+    `Budget` makes a run with a smaller budget exactly the start of one with a larger: the
+    same seed, data order and constant rate, its last epoch a prefix of the larger run's.
+    So where a smaller budget's run would end, the larger run stops fitting for a moment,
+    validates, picks the weights that run would end with (its best epoch's when early
+    stopping restores them and this epoch is not better), scores the test set with them and
+    goes on with its own weights. A budget the run does not reach (it stopped on a plateau
+    or at its epoch cap first) ends as the run does: `finish` marks it so.
+
+    The scores only report: nothing in training reads them.
+    """
+
+    budgets: list[float]                     # ascending, each below the run's budget
+    score: Callable[[], np.ndarray]          # test-set class probabilities of the model now
+    taken: list[dict] = field(default_factory=list)   # one per budget, in order
+    probabilities: list = field(default_factory=list)  # per taken point (None: the run's own)
+
+    @property
+    def pending(self) -> list[float]:
+        return self.budgets[len(self.taken):]
+
+    def cuts(self, budget: Budget, n: int, batch_size: int) -> list[tuple[int, float]]:
+        """(images into this epoch, budget) for each pending budget whose run ends within
+        the epoch about to start (0 images: it ended with the epoch before)."""
+        ends = []
+        for flops in self.pending:
+            images = budget.images(n, batch_size, flops)
+            if images >= n:
+                break  # this budget's run trains the whole epoch: so do the larger ones
+            if not images and not budget.epochs:
+                raise ValueError(f"budget_points: {flops:.3g} FLOPs do not pay for one batch of "
+                                 f"{batch_size} and its validation")
+            ends.append((images, flops))
+        return ends
+
+    def take(self, model: keras.Model, flops: float, hist: dict, images: int | None,
+             val_data: tuple, batch_size: int, plateau: "Plateau | None",
+             seconds: float) -> None:
+        """Score the run a budget of `flops` makes: `hist` its full epochs, `images` the
+        training images of its short last epoch (None: it ended with them)."""
+        epoch_images = list(hist.get("images", []))
+        val = {}
+        if images is not None:  # the short epoch is validated, and counts, as that run's is
+            epoch_images.append(images)
+            val = validation_scores(model, *val_data, batch_size)
+        best = _ending_weights(plateau, val, len(epoch_images))
+        current = model.get_weights() if best is not None else None
+        if best is not None:
+            model.set_weights(best)
+        try:
+            probabilities = self.score()
+        finally:
+            if current is not None:
+                model.set_weights(current)
+        self.taken.append({"flops_budget": flops, "epoch_images": epoch_images,
+                           "restored_epoch": plateau.best_epoch if best is not None else None,
+                           "ended": "budget", "train_seconds": seconds})
+        self.probabilities.append(probabilities)
+        print(f"budget point {flops:.3g} FLOPs: {sum(epoch_images):,} images seen, test "
+              f"scored", flush=True)
+
+    def finish(self, hist: dict, seconds: float) -> None:
+        """The budgets the run did not reach end as the run does."""
+        for flops in self.pending:
+            self.taken.append({"flops_budget": flops,
+                               "epoch_images": list(hist.get("images", [])),
+                               "restored_epoch": None, "ended": "with the run",
+                               "train_seconds": seconds})
+            self.probabilities.append(None)
+
+
+def _ending_weights(plateau: "Plateau | None", val: dict, epochs_run: int) -> list | None:
+    """The weights a run whose last epoch scored `val` (empty: it was validated already)
+    ends with when they are not the model's own: its best epoch's, restored."""
+    if plateau is None or not plateau.restore or plateau.weights is None:
+        return None
+    if val and plateau.better(val[plateau.monitor]):
+        return None  # the short epoch is the best: its own weights end the run
+    return None if not val and plateau.best_epoch == epochs_run else plateau.weights
+
+
 class Batches(keras.utils.PyDataset):
     """One epoch's batches, in `order`, gathered batch by batch: no shuffled copy of the
     training set (nor the tensor Keras would make of one) is ever held, so a run on cached
@@ -240,7 +339,8 @@ class Batches(keras.utils.PyDataset):
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
                checkpoint: Checkpoint | None = None, last: int | None = None,
-               plateau: Plateau | None = None, budget: Budget | None = None) -> dict:
+               plateau: Plateau | None = None, budget: Budget | None = None,
+               points: Points | None = None) -> dict:
     """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
 
     Every epoch depends only on (seed, epoch) and the state at its start, which is what makes
@@ -250,9 +350,12 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
         last: the final epoch number of the whole run; no checkpoint is written after it.
         plateau: stop once the validation split stops improving (see `Plateau`).
         budget: stop once the training FLOPs budget is spent (see `Budget`).
+        points: score the test set where each smaller budget's run would end (see
+            `Points`); an epoch such a run ends in is fitted in parts, and its logged
+            training loss and accuracy are the parts' means weighted by their images.
     """
     inputs, targets = train_data
-    saved = time.perf_counter()
+    saved, elapsed = time.perf_counter(), 0.0
     for epoch in epochs:
         reseed_epoch(target, seed, epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
@@ -261,15 +364,21 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
             if not len(order):
                 break
         start = time.perf_counter()
-        batches = Batches(inputs, targets, order, batch_size)
-        try:
-            history = target.fit(batches, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
-                                 verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
-        finally:
-            batches.release()
-        logs = {name: float(values[-1]) for name, values in history.history.items()}
+        logs, done = {}, 0
+        cuts = points.cuts(budget, len(inputs), batch_size) if points and budget else []
+        for images, flops in [*cuts, (len(order), None)]:
+            if images > done:  # the epoch's batches up to the next budget point's end
+                part = _fit_part(target, inputs, targets, order[done:images], batch_size,
+                                 epoch)
+                logs = {name: (logs.get(name, 0.0) * done + value * (images - done)) / images
+                        for name, value in part.items()}
+                done = images
+            if flops is not None:
+                points.take(target, flops, hist, images or None, val_data, batch_size,
+                            plateau, elapsed + time.perf_counter() - start)
         logs.update(validation_scores(target, *val_data, batch_size))
         log.epoch(epoch, logs, time.perf_counter() - start)
+        elapsed += log.seconds[-1]
         for name, value in logs.items():
             hist.setdefault(name, []).append(value)
         hist.setdefault("images", []).append(len(order))  # trained on in this epoch
@@ -279,13 +388,25 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
             break
         if checkpoint is not None and epoch + 1 < (last or epochs.stop) and not stop and \
                 time.perf_counter() - saved >= checkpoint.seconds:
-            checkpoint.save(target, epoch + 1, hist, plateau)
+            checkpoint.save(target, epoch + 1, hist, plateau, points)
             saved = time.perf_counter()
         if stop and epoch + 1 < epochs.stop:
             print(f"{plateau.monitor} has not improved for {plateau.patience} epochs "
                   f"(best: epoch {plateau.best_epoch}): stopping this phase", flush=True)
             break
     return hist
+
+
+def _fit_part(target: keras.Model, inputs: np.ndarray, targets: np.ndarray, order: np.ndarray,
+              batch_size: int, epoch: int) -> dict:
+    """Fit the batches of `order` as (part of) epoch `epoch`; the part's training logs."""
+    batches = Batches(inputs, targets, order, batch_size)
+    try:
+        history = target.fit(batches, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+                             verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+    finally:
+        batches.release()
+    return {name: float(values[-1]) for name, values in history.history.items()}
 
 
 def _check_finite(hist: dict) -> None:

@@ -2,8 +2,9 @@
 
     load_split -> build -> fit -> evaluate -> explain -> make_record -> RunRecord.write
 
-The test set is read once, after training, by `evaluate`; the validation split is carved
-from the training set by `load_split`.
+The test set is read once, after training, by `evaluate`, and, for a run with
+`budget_points`, inside training where each smaller budget's run would end, only to report
+(`fit`); the validation split is carved from the training set by `load_split`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from vgg_transfer.record import (
 )
 from vgg_transfer.run import backend, fingerprint, flops, provenance
 from vgg_transfer.run.data import CIFAR10, load_cifar10, split_indices
-from vgg_transfer.run.epochs import Checkpoint, set_seed
+from vgg_transfer.run.epochs import Checkpoint, Points, set_seed
 from vgg_transfer.run.explain import fixed_examples, gradcam
 from vgg_transfer.run.features import cache_folder
 from vgg_transfer.run.metrics import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
@@ -120,11 +121,16 @@ def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
 
 def fit(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
         run_dir: Path) -> TrainResult:
-    """Train every phase of the regime on the training split."""
+    """Train every phase of the regime on the training split (scoring the test set at the
+    config's `budget_points` as it goes, which training never reads)."""
+    points = None
+    if cfg.budget_points:
+        points = Points(list(cfg.budget_points), lambda: predict(
+            built, split.data.x_test, cfg.batch_size, cache if cfg.cache_features else None))
     return train(built, plan(cfg.regime, cfg), *split.fit_arrays, batch_size=cfg.batch_size,
                  cache_features=cfg.cache_features, cache=cache, seed=cfg.seed,
                  checkpoint=Checkpoint(run_dir / "checkpoint.npz", cfg.checkpoint_seconds),
-                 flops_budget=cfg.flops_budget)
+                 flops_budget=cfg.flops_budget, points=points)
 
 
 def evaluate(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
@@ -166,7 +172,9 @@ def _timings(cfg: ExperimentConfig, split: Split, result: TrainResult, timings: 
         train_images_per_second=(len(split.train_idx) * len(result.history["loss"])
                                  / result.train_seconds if not result.cached else None),
         feature_images_per_second=float(rate) if rate and np.isfinite(rate) else None,
-        test_images_per_second=len(split.data.y_test) / timings["test_seconds"])
+        test_images_per_second=len(split.data.y_test) / timings["test_seconds"],
+        point_seconds=[p["train_seconds"] if p["ended"] == "budget" else result.train_seconds
+                       for p in (result.points.taken if result.points else [])])
 
 
 def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built,
@@ -184,7 +192,39 @@ def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built
         cached_features=result.cached, notes=result.notes,
         compute=flops.run_compute(flops.forward_per_image(built), result.phases,
                                   len(split.train_idx), int(len(split.val_idx))),
+        budget_points=budget_points(built, split, result, probs, cfg.batch_size),
         **spent(result, cfg.batch_size))
+
+
+def budget_points(built: Built, split: Split, result: TrainResult, probs: np.ndarray,
+                  batch_size: int) -> list[dict]:
+    """Each budget point as the run with that budget would record it: the FLOPs it spent
+    (`run.flops`, from its epochs' images), what it trained, and its test scores."""
+    if result.points is None:
+        return []
+    labels, rows = split.data.y_test, []
+    (phase,) = result.phases  # budget points need a single-phase run
+    per_image = flops.forward_per_image(built)
+    for point, scores in zip(result.points.taken, point_probabilities(result, probs)):
+        images = point["epoch_images"]
+        compute = flops.run_compute(per_image, [{**phase, "epoch_images": images}],
+                                    len(split.train_idx), int(len(split.val_idx)))
+        scored = evaluate_predictions(scores, labels)
+        rows.append({"flops_budget": point["flops_budget"], "ended": point["ended"],
+                     "flops": compute["flops"]["total"], "epochs": len(images),
+                     "steps": sum(-(-n // batch_size) for n in images),
+                     "images_seen": sum(images), "restored_epoch": point["restored_epoch"],
+                     **{key: scored[key] for key in ("test_accuracy", "test_accuracy_ci95",
+                                                     "test_loss", "test_n", "test_correct")}})
+    return rows
+
+
+def point_probabilities(result: TrainResult, probs: np.ndarray) -> list[np.ndarray]:
+    """The test-set probabilities of each budget point (the run's own where it ended as the
+    run did)."""
+    if result.points is None:
+        return []
+    return [probs if p is None else p for p in result.points.probabilities]
 
 
 def spent(result: TrainResult, batch_size: int) -> dict:
@@ -212,10 +252,14 @@ def make_record(cfg: ExperimentConfig, place: Placement, split: Split, built: Bu
     """Everything the run measured, as one typed record."""
     history = pd.DataFrame(result.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    points = point_probabilities(result, probs)
     return RunRecord(cfg, _metrics(cfg, place, split, built, result, history, probs),
                      _timings(cfg, split, result, timings),
                      _provenance(cfg, split, built, timings["wall_seconds"]), history,
-                     predictions_frame(probs, split.data.y_test), cams)
+                     predictions_frame(probs, split.data.y_test), cams,
+                     budget_predictions=pd.DataFrame(
+                         {f"predicted_{i}": p.argmax(axis=1) for i, p in enumerate(points)})
+                     if points else None)
 
 
 def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = None,

@@ -23,8 +23,10 @@ from vgg_transfer.run.epochs import (
     Checkpoint,
     EpochLog,
     Plateau,
+    Points,
     fit_epochs,
     load_checkpoint,
+    load_points,
     one_hot,
 )
 from vgg_transfer.run.features import FeatureCache, block_outputs
@@ -45,6 +47,7 @@ class TrainResult:
     feature_images: int = 0            # images whose features were computed, not read
     feature_rate: float | None = None  # images/s of the frozen blocks when first computed
     phases: list[dict] = field(default_factory=list)  # per phase: budget, epochs run, stop
+    points: Points | None = None       # test scores at smaller FLOPs budgets (`Points`)
 
 
 @dataclass
@@ -166,8 +169,8 @@ class _Done:
 def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray, y_val: np.ndarray, *, batch_size: int,
           cache_features: bool = True, cache: FeatureCache | None = None, seed: int = 0,
-          checkpoint: Checkpoint | None = None, flops_budget: float | None = None
-          ) -> TrainResult:
+          checkpoint: Checkpoint | None = None, flops_budget: float | None = None,
+          points: Points | None = None) -> TrainResult:
     """Train a freshly built model phase by phase; validate on the held-out training split.
 
     Each phase freezes its leading blocks, recompiles (the optimiser sees only what is
@@ -185,10 +188,16 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
             exists, training resumes from it and ends as an uninterrupted run would.
         flops_budget: training FLOPs the run may spend (`run.flops`'s count); training
             stops, mid-epoch if need be, before it would spend more (see `Budget`).
+        points: smaller budgets at which to score the test set as the run with that budget
+            would end (see `Points`); a single-phase run with a `flops_budget` only.
     """
+    if points is not None and (len(phases) > 1 or not flops_budget):
+        raise ValueError("budget_points: a single-phase regime trained to a flops_budget only")
     labels = one_hot(y_train), one_hot(y_val)
     source = (cache or FeatureCache()) if cache_features else None
     start_phase, saved, restarted = _resume_point(checkpoint)
+    if points is not None and saved:
+        load_points(points, checkpoint.path)
     meter = _Meter(flops.forward_per_image(built), Budget(flops_budget), len(x_train),
                    len(x_val)) if flops_budget else None
     done = []
@@ -205,7 +214,7 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
             checkpoint, earlier=[d.history for d in done])
         phase_done = _train_phase(built, phase, index, (x_train, x_val), labels, batch_size,
                                   source, seed, saver, index == start_phase and bool(saved),
-                                  meter)
+                                  meter, points)
         if not phase_done.history:  # the budget was spent before this phase's first epoch
             break
         done.append(phase_done)
@@ -215,6 +224,9 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
     compile_model(built.model, phases[-1].learning_rate)
     result = _result(built, phases[:len(done)], done)
     result.notes += [note for note in (restarted, meter and meter.note()) if note]
+    if points is not None:
+        points.finish(done[-1].history, result.train_seconds)
+        result.points = points
     return result
 
 
@@ -280,7 +292,7 @@ def _phase_inputs(built: Built, phase: PhaseBudget, images: tuple, batch_size: i
 def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, labels: tuple,
                  batch_size: int, source: FeatureCache | None, seed: int,
                  checkpoint: Checkpoint | None, restore: bool,
-                 meter: _Meter | None = None) -> _Done:
+                 meter: _Meter | None = None, points: Points | None = None) -> _Done:
     """Freeze, pick the inputs, recompile and fit one phase (resuming from `checkpoint`
     when `restore`; within the run's FLOPs budget when `meter`)."""
     inputs = _phase_inputs(built, phase, images, batch_size, source)
@@ -302,7 +314,7 @@ def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, la
     start = time.perf_counter()
     fit_epochs(inputs.target, (inputs.train, labels[0]), (inputs.val, labels[1]),
                range(resumed, phase.epochs), batch_size, seed + 7919 * index, log, hist,
-               checkpoint, last=phase.epochs, plateau=plateau, budget=budget)
+               checkpoint, last=phase.epochs, plateau=plateau, budget=budget, points=points)
     # (a phase the budget left no batch for trained no epoch: its history is empty)
     restored = plateau.finish(inputs.target, len(hist.get("loss", []))) if plateau else None
     return _Done(inputs, hist, time.perf_counter() - start, log, resumed, restored,

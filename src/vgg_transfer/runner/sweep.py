@@ -228,10 +228,13 @@ CONFIG_PARAMETERS = tuple(name for name in ExperimentConfig.model_fields if name
 
 
 def _field_hint(annotation) -> str:
-    """`Literal["a", "b"]` -> "a | b"; `Optional[int]` -> "int or None"."""
+    """`Literal["a", "b"]` -> "a | b"; `Optional[int]` -> "int or None"; `list[float]` ->
+    "list of float"."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is typing.Literal:
         return " | ".join(str(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        return "list of " + " or ".join(_field_hint(a) for a in args)
     if args:
         return " or ".join([_field_hint(a) for a in args] + ["None"])
     return getattr(annotation, "__name__", str(annotation))

@@ -76,6 +76,11 @@ class ExperimentConfig(BaseModel):
     # images seen follow: each epoch trains on what the budget still affords, the last one
     # short; epochs (and early stopping) still bound it. None: the epoch budgets alone.
     flops_budget: Optional[float] = Field(None, gt=0)
+    # Smaller budgets at which the run also scores the test set as it trains: each score is
+    # the one the run with that budget ends with (the same seed and data order; see
+    # vgg_transfer.run.epochs.Points), so one run draws a line of the frontier. The scores
+    # only report: nothing is chosen on them. A single-phase regime with a flops_budget only.
+    budget_points: Optional[list[float]] = None
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     # The Keras backend that runs it; the environment's KERAS_BACKEND when set. A process runs
     # one backend, so the runner starts each experiment's kernel with KERAS_BACKEND set to it.
@@ -108,6 +113,22 @@ class ExperimentConfig(BaseModel):
         if not regimes.get(self.regime).pretrained and self.weights != "none":
             raise ValueError(f"weights: the {self.regime} regime starts from random weights; "
                              f"set weights: none (got {self.weights!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _points_below_the_budget(self) -> "ExperimentConfig":
+        points = self.budget_points
+        if points is None:
+            return self
+        if not self.flops_budget:
+            raise ValueError("budget_points: needs a flops_budget, larger than every point")
+        if (not points or points[0] <= 0 or list(points) != sorted(set(points))
+                or points[-1] >= self.flops_budget):
+            raise ValueError(f"budget_points: ascending, distinct, positive and below "
+                             f"flops_budget ({self.flops_budget:.3g}); got {list(points)}")
+        if regimes.get(self.regime).phased:
+            raise ValueError(f"budget_points: the {self.regime} regime trains in phases; a "
+                             "point is exactly a shorter run for single-phase regimes only")
         return self
 
     def describe_weights(self) -> str:

@@ -132,6 +132,8 @@ def _label(key: str, value) -> str:
         return "".join(c if c.isalnum() or c in "_." else "_" for c in value)
     if key == "flops_budget":  # in TFLOPs: tf3, tf30
         return f"tf{value / 1e12:g}".replace("+", "")
+    if key == "budget_points":  # in TFLOPs: pts1.25_4
+        return "pts" + "_".join(f"{v / 1e12:g}" for v in value).replace("+", "")
     if isinstance(value, float):
         return f"{AXIS_LABELS.get(key, key)}{value:g}"
     return f"{AXIS_LABELS.get(key, key)}{value}"
