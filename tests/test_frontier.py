@@ -98,3 +98,35 @@ def test_each_point_says_how_its_frozen_blocks_ran():
     assert frontier.frozen_blocks(with_phase(run, 0, 0)) == "none"
     assert frontier.frozen_blocks(with_phase(run, 4, 0)) == "on the fly"
     assert frontier.frozen_blocks(with_phase(run, 4, 4)) == "cached"
+
+
+def test_points_scored_inside_a_run_are_points_of_their_own():
+    """Scratch's line as one run to 100 TFLOPs, scored inside at 1 and 10: the same table,
+    winners and McNemar tests as three runs of their own."""
+    import pandas as pd
+
+    separate = [r for r in RUNS if r.experiment == "scratch"]
+    largest = separate[-1]
+    inside = [{"flops_budget": r.config.flops_budget, "ended": "budget",
+               "flops": r.training_flops, "images_seen": r.metrics.images_seen,
+               "epochs": r.metrics.epochs, "steps": r.metrics.steps, "restored_epoch": None,
+               "test_accuracy": r.metrics.test_accuracy,
+               "test_accuracy_ci95": r.metrics.test_accuracy_ci95, "test_loss": 1.0,
+               "test_n": 1000, "test_correct": r.metrics.test_correct} for r in separate[:2]]
+    one = dataclasses.replace(
+        largest, metrics=dataclasses.replace(largest.metrics, budget_points=inside),
+        timings=dataclasses.replace(largest.timings, point_seconds=[1.0, 4.0]),
+        budget_predictions=pd.DataFrame({f"predicted_{i}": r.predictions["predicted"]
+                                         for i, r in enumerate(separate[:2])}))
+    merged = [one, *(r for r in RUNS if r.experiment != "scratch")]
+    points = frontier.study_table(merged, EXPERIMENTS)
+    scratch = points[points["series"] == "scratch"]
+    assert scratch["budget"].tolist() == list(BUDGETS)
+    assert scratch["taken"].tolist() == ["inside the 100-TFLOPs run"] * 2 + ["its own run"]
+    assert scratch["seconds"].tolist() == [1.0, 4.0, largest.training_seconds]
+    columns = ["budget", "flops", "test_accuracy", "images seen"]
+    alone = frontier.study_table(RUNS, EXPERIMENTS)
+    assert points[columns].equals(alone[columns])
+    pd.testing.assert_frame_equal(frontier.best_per_budget(merged, EXPERIMENTS),
+                                  frontier.best_per_budget(RUNS, EXPERIMENTS))
+    assert "inside the 100-TFLOPs run" in frontier.formatted_points(points).to_html()

@@ -43,26 +43,53 @@ def budgeted(runs: list[RunRecord], experiments: list[str]) -> list[RunRecord]:
 
 
 def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
-    """One row per budget point (a run trained to its own budget): its line, the budget,
-    what it spent in FLOPs and seconds, images seen, test accuracy and how it ended."""
-    rows = [{"series": series(run), "regime": run.metrics.regime, "run": run.name,
-             "budget": run.config.flops_budget, "flops": run.training_flops,
-             "seconds": run.training_seconds, "training images": run.metrics.train_n,
-             "images seen": run.metrics.images_seen,
-             "frozen blocks": frozen_blocks(run), "test_accuracy": run.metrics.test_accuracy,
-             "ci_low": run.metrics.test_accuracy_ci95[0],
-             "ci_high": run.metrics.test_accuracy_ci95[1], "ended on": ending(run)}
-            for run in budgeted(runs, experiments)]
-    columns = ["series", "regime", "run", "budget", "flops", "seconds", "training images",
-               "images seen", "frozen blocks", "test_accuracy", "ci_low", "ci_high", "ended on"]
+    """One row per budget point: a run trained to its own budget, or a smaller budget scored
+    inside one (`budget_points`: exactly where the run with that budget would end). Each row
+    has its line, the budget, what it spent in FLOPs and seconds, images seen, test accuracy,
+    how it ended and where it was taken."""
+    rows = []
+    for run in budgeted(runs, experiments):
+        common = {"series": series(run), "regime": run.metrics.regime, "run": run.name,
+                  "training images": run.metrics.train_n, "frozen blocks": frozen_blocks(run)}
+        taken = f"inside the {run.config.flops_budget / 1e12:,.3g}-TFLOPs run"
+        for index, point in enumerate(run.metrics.budget_points):
+            seconds = run.timings.point_seconds[index] + run.feature_cost
+            rows.append({**common, "point": f"{run.name}@{index}",
+                         "budget": point["flops_budget"], "flops": point["flops"],
+                         "seconds": seconds, "images seen": point["images_seen"],
+                         "test_accuracy": point["test_accuracy"],
+                         "ci_low": point["test_accuracy_ci95"][0],
+                         "ci_high": point["test_accuracy_ci95"][1],
+                         "ended on": "budget" if point["ended"] == "budget" else ending(run),
+                         "taken": taken})
+        rows.append({**common, "point": run.name, "budget": run.config.flops_budget,
+                     "flops": run.training_flops, "seconds": run.training_seconds,
+                     "images seen": run.metrics.images_seen,
+                     "test_accuracy": run.metrics.test_accuracy,
+                     "ci_low": run.metrics.test_accuracy_ci95[0],
+                     "ci_high": run.metrics.test_accuracy_ci95[1], "ended on": ending(run),
+                     "taken": "its own run"})
+    columns = ["series", "regime", "run", "point", "budget", "flops", "seconds",
+               "training images", "images seen", "frozen blocks", "test_accuracy", "ci_low",
+               "ci_high", "ended on", "taken"]
     return pd.DataFrame(rows, columns=columns).sort_values(["series", "budget"],
                                                            ignore_index=True)
 
 
+def correct(runs: list[RunRecord], experiments: list[str]) -> dict:
+    """Per budget point (`study_table`'s "point"), which test images it got right."""
+    right = {}
+    for run in budgeted(runs, experiments):
+        right[run.name] = run.correct
+        right.update({f"{run.name}@{index}": run.point_correct(index)
+                      for index in range(len(run.metrics.budget_points))})
+    return right
+
+
 def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
     """For each budget: the best regime by test accuracy, the runner-up, and McNemar's exact
-    test between the two on the same test images (one run each: the test is the run's)."""
-    by_name = {run.name: run for run in budgeted(runs, experiments)}
+    test between the two on the same test images (one point each: the test is the point's)."""
+    right = correct(runs, experiments)
     points, rows = study_table(runs, experiments), []
     for budget, group in points.groupby("budget", sort=True):
         ranked = group.sort_values("test_accuracy", ascending=False)
@@ -72,7 +99,7 @@ def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFra
                "difference": np.nan, "p (McNemar, exact)": np.nan, "points": len(group)}
         if len(ranked) > 1:
             second = ranked.iloc[1]
-            test = mcnemar_exact(by_name[best["run"]].correct, by_name[second["run"]].correct)
+            test = mcnemar_exact(right[best["point"]], right[second["point"]])
             row.update({"runner-up": second["series"],
                         "runner-up accuracy": second["test_accuracy"],
                         "difference": best["test_accuracy"] - second["test_accuracy"],
@@ -188,7 +215,7 @@ def formatted_points(points: pd.DataFrame):
                              "spent (TFLOPs)": points["flops"] / 1e12,
                              "test accuracy": points["test_accuracy"]})
     shown = shown[["series", "budget (TFLOPs)", "spent (TFLOPs)", "seconds", "training images",
-                   "images seen", "frozen blocks", "test accuracy", "ended on"]]
+                   "images seen", "frozen blocks", "test accuracy", "ended on", "taken"]]
     return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "spent (TFLOPs)": "{:,.3g}",
                          "seconds": "{:,.0f}", "training images": "{:,}", "images seen": "{:,}",
                          "test accuracy": "{:.1%}"})
