@@ -113,7 +113,7 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     lines = {}
     for c in frontier:  # every line of the frontier at budgets spanning 10x or more
         line = (c.regime, c.unfreeze_from if c.regime == "finetune" else None)
-        lines.setdefault(line, set()).add(c.flops_budget)
+        lines.setdefault(line, set()).update([c.flops_budget, *(c.budget_points or [])])
     assert {r for r, _ in lines} == {"scratch", "scratch_bn", "frozen", "finetune", "two_phase"}
     assert {u for r, u in lines if r == "finetune"} == {1, 3, 4, 5}
     assert all(max(b) >= 10 * min(b) for b in lines.values())
@@ -121,6 +121,11 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     # and the frozen regime caches a subset its budget pays for (0.626 GFLOPs an image)
     assert all(not c.cache_features for c in frontier
                if c.regime == "finetune" and c.flops_budget < 2.8e13)
+    # a line trained on the fly is one run, scored inside it at its smaller budgets
+    on_the_fly = [c for c in frontier if c.regime in ("scratch", "scratch_bn")
+                  or (c.regime == "finetune" and not c.cache_features)]
+    assert len(on_the_fly) == 6 and all(c.budget_points == [1.25e12, 4e12] for c in on_the_fly)
+    assert len(frontier) == 15
     small = [c for c in frontier
              if c.regime in ("frozen", "two_phase") and c.flops_budget < 3.2e13]
     assert len(small) == 5 and all(c.cache_features and c.train_size for c in small)

@@ -83,6 +83,8 @@ def test_studies_pages_show_this_builds_numbers(site):
     claims = _text(html / "claims.html")
     assert "73.7%" in claims and "33.7%" in claims  # the original's numbers, quoted
     assert "partial:" in claims
+    frontier = _text(html / "frontier.html")  # scratch's smaller budgets, scored inside
+    assert frontier.count("inside the 3-TFLOPs run") == 2 and "nan" not in frontier
     for page in html.glob("*.html"):  # every study says what budget produced it
         assert "per point" in _text(page) or page.stem == "protocol", page.stem
     for page in ("limitations", "improvements", "conclusion"):
