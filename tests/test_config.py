@@ -104,6 +104,10 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     assert studies["study"] == set(STUDIES) - {"depth", "data_efficiency"}
     assert studies["study_gpu"] == set(STUDIES) - {"frontier"}
     study = resolve_profile(spec, "study", env=env)
+    # the frontier's 15 runs first, in the order the profile's `only` lists them
+    assert [p.experiment for p in study[:15]] == (["budget_finetune"] * 6 + ["budget_frozen"] * 4
+                                                  + ["budget_two_phase"] * 3
+                                                  + ["budget_scratch", "budget_scratch_bn"])
     assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64}
     frontier = [p.cfg for p in study if p.experiment in profile_studies(spec, "study")["frontier"]]
     assert all(c.flops_budget for c in frontier)

@@ -57,7 +57,8 @@ def _profile(spec: dict, profile: str) -> dict:
 
 
 def experiment_names(spec: dict, profile: str) -> list[str]:
-    """The experiments a profile runs, in file order."""
+    """The experiments a profile runs, in the order of its `only` list (so a profile runs
+    first what matters most to it: `study` the frontier), else in file order."""
     names = list(spec.get("experiments") or {})
     only = _profile(spec, profile).get("only")
     if only is None:
@@ -66,7 +67,7 @@ def experiment_names(spec: dict, profile: str) -> list[str]:
     if missing:
         raise ConfigError(f"profiles.{profile}.only: unknown experiment {missing[0]!r} "
                           f"(allowed: {', '.join(names)})")
-    return [name for name in names if name in only]
+    return list(dict.fromkeys(only))
 
 
 def _layers(spec: dict, name: str, profile: str, env: dict | None) -> tuple[dict, dict]:
