@@ -161,12 +161,23 @@ class Plateau:
                 self.best, self.best_epoch = value, i
         self.weights = weights
 
+    def ending(self, epochs_run: int, last: dict | None = None) -> list | None:
+        """The weights a phase of `epochs_run` epochs ends with when they are not the
+        model's own: the best epoch's, when asked to restore them and it was not the last
+        (`last`: the scores of a last epoch not yet taken into account)."""
+        if not self.restore or self.weights is None:
+            return None
+        if last is not None:
+            return None if self.better(last[self.monitor]) else self.weights
+        return None if self.best_epoch == epochs_run else self.weights
+
     def finish(self, model: keras.Model, epochs_run: int) -> int | None:
         """Restore the best epoch's weights when asked and it was not the last; returns the
         restored epoch (None when nothing was restored)."""
-        if not self.restore or self.weights is None or self.best_epoch == epochs_run:
+        weights = self.ending(epochs_run)
+        if weights is None:
             return None
-        model.set_weights(self.weights)
+        model.set_weights(weights)
         return self.best_epoch
 
 
@@ -271,11 +282,11 @@ class Points:
         """Score the run a budget of `flops` makes: `hist` its full epochs, `images` the
         training images of its short last epoch (None: it ended with them)."""
         epoch_images = list(hist.get("images", []))
-        val = {}
+        last = None
         if images is not None:  # the short epoch is validated, and counts, as that run's is
             epoch_images.append(images)
-            val = validation_scores(model, *val_data, batch_size)
-        best = _ending_weights(plateau, val, len(epoch_images))
+            last = validation_scores(model, *val_data, batch_size)
+        best = plateau.ending(len(epoch_images), last) if plateau is not None else None
         current = model.get_weights() if best is not None else None
         if best is not None:
             model.set_weights(best)
@@ -299,16 +310,6 @@ class Points:
                                "restored_epoch": None, "ended": "with the run",
                                "train_seconds": seconds})
             self.probabilities.append(None)
-
-
-def _ending_weights(plateau: "Plateau | None", val: dict, epochs_run: int) -> list | None:
-    """The weights a run whose last epoch scored `val` (empty: it was validated already)
-    ends with when they are not the model's own: its best epoch's, restored."""
-    if plateau is None or not plateau.restore or plateau.weights is None:
-        return None
-    if val and plateau.better(val[plateau.monitor]):
-        return None  # the short epoch is the best: its own weights end the run
-    return None if not val and plateau.best_epoch == epochs_run else plateau.weights
 
 
 class Batches(keras.utils.PyDataset):

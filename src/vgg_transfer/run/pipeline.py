@@ -173,13 +173,14 @@ def _timings(cfg: ExperimentConfig, split: Split, result: TrainResult, timings: 
                                  / result.train_seconds if not result.cached else None),
         feature_images_per_second=float(rate) if rate and np.isfinite(rate) else None,
         test_images_per_second=len(split.data.y_test) / timings["test_seconds"],
-        point_seconds=[p["train_seconds"] if p["ended"] == "budget" else result.train_seconds
-                       for p in (result.points.taken if result.points else [])])
+        point_seconds=[p["train_seconds"] for p in (result.points.taken if result.points else [])])
 
 
 def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built,
-             result: TrainResult, history: pd.DataFrame, probs: np.ndarray) -> Metrics:
+             result: TrainResult, history: pd.DataFrame, probs: np.ndarray,
+             points: list[np.ndarray]) -> Metrics:
     best = int(history["val_accuracy"].idxmax())
+    per_image = flops.forward_per_image(built)
     return Metrics(
         schema_version=SCHEMA_VERSION, status="ok", name=cfg.name, experiment=place.experiment,
         axes=place.axes, reference=place.reference, regime=cfg.regime, weights=cfg.weights,
@@ -190,30 +191,30 @@ def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built
         best_val_accuracy=float(history["val_accuracy"].iloc[best]), best_val_epoch=best + 1,
         params=Params(**param_counts(built.model)),  # after training: phases unfreeze
         cached_features=result.cached, notes=result.notes,
-        compute=flops.run_compute(flops.forward_per_image(built), result.phases,
-                                  len(split.train_idx), int(len(split.val_idx))),
-        budget_points=budget_points(built, split, result, probs, cfg.batch_size),
+        compute=flops.run_compute(per_image, result.phases, len(split.train_idx),
+                                  int(len(split.val_idx))),
+        budget_points=budget_points(per_image, split, result, points, cfg.batch_size),
         **spent(result, cfg.batch_size))
 
 
-def budget_points(built: Built, split: Split, result: TrainResult, probs: np.ndarray,
-                  batch_size: int) -> list[dict]:
+def budget_points(per_image: dict, split: Split, result: TrainResult,
+                  points: list[np.ndarray], batch_size: int) -> list[dict]:
     """Each budget point as the run with that budget would record it: the FLOPs it spent
-    (`run.flops`, from its epochs' images), what it trained, and its test scores."""
+    (`run.flops`, from its epochs' images), what it trained, and its test scores (`points`:
+    each point's test-set probabilities, `point_probabilities`)."""
     if result.points is None:
         return []
     labels, rows = split.data.y_test, []
     (phase,) = result.phases  # budget points need a single-phase run
-    per_image = flops.forward_per_image(built)
-    for point, scores in zip(result.points.taken, point_probabilities(result, probs)):
+    for point, scores in zip(result.points.taken, points):
         images = point["epoch_images"]
         compute = flops.run_compute(per_image, [{**phase, "epoch_images": images}],
                                     len(split.train_idx), int(len(split.val_idx)))
         scored = evaluate_predictions(scores, labels)
         rows.append({"flops_budget": point["flops_budget"], "ended": point["ended"],
                      "flops": compute["flops"]["total"], "epochs": len(images),
-                     "steps": sum(-(-n // batch_size) for n in images),
-                     "images_seen": sum(images), "restored_epoch": point["restored_epoch"],
+                     **steps_and_images(images, batch_size),
+                     "restored_epoch": point["restored_epoch"],
                      **{key: scored[key] for key in ("test_accuracy", "test_accuracy_ci95",
                                                      "test_loss", "test_n", "test_correct")}})
     return rows
@@ -230,8 +231,13 @@ def point_probabilities(result: TrainResult, probs: np.ndarray) -> list[np.ndarr
 def spent(result: TrainResult, batch_size: int) -> dict:
     """The training budget a run used: optimizer steps and images seen, per phase too."""
     images = [n for p in result.phases for n in p["epoch_images"]]
-    return {"steps": sum(-(-n // batch_size) for n in images),  # a last batch may be short
-            "images_seen": sum(images), "phases": result.phases}
+    return {**steps_and_images(images, batch_size), "phases": result.phases}
+
+
+def steps_and_images(epoch_images: list[int], batch_size: int) -> dict:
+    """Optimizer steps and images seen of epochs that trained on `epoch_images` images."""
+    return {"steps": sum(-(-n // batch_size) for n in epoch_images),  # a last batch may be short
+            "images_seen": sum(epoch_images)}
 
 
 def _provenance(cfg: ExperimentConfig, split: Split, built: Built, wall: float) -> Provenance:
@@ -253,7 +259,7 @@ def make_record(cfg: ExperimentConfig, place: Placement, split: Split, built: Bu
     history = pd.DataFrame(result.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     points = point_probabilities(result, probs)
-    return RunRecord(cfg, _metrics(cfg, place, split, built, result, history, probs),
+    return RunRecord(cfg, _metrics(cfg, place, split, built, result, history, probs, points),
                      _timings(cfg, split, result, timings),
                      _provenance(cfg, split, built, timings["wall_seconds"]), history,
                      predictions_frame(probs, split.data.y_test), cams,

@@ -54,7 +54,7 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
         taken = f"inside the {run.config.flops_budget / 1e12:,.3g}-TFLOPs run"
         for index, point in enumerate(run.metrics.budget_points):
             seconds = run.timings.point_seconds[index] + run.feature_cost
-            rows.append({**common, "point": f"{run.name}@{index}",
+            rows.append({**common, "point": point_key(run, index),
                          "budget": point["flops_budget"], "flops": point["flops"],
                          "seconds": seconds, "images seen": point["images_seen"],
                          "test_accuracy": point["test_accuracy"],
@@ -62,7 +62,7 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
                          "ci_high": point["test_accuracy_ci95"][1],
                          "ended on": "budget" if point["ended"] == "budget" else ending(run),
                          "taken": taken})
-        rows.append({**common, "point": run.name, "budget": run.config.flops_budget,
+        rows.append({**common, "point": point_key(run), "budget": run.config.flops_budget,
                      "flops": run.training_flops, "seconds": run.training_seconds,
                      "images seen": run.metrics.images_seen,
                      "test_accuracy": run.metrics.test_accuracy,
@@ -76,12 +76,17 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
                                                            ignore_index=True)
 
 
+def point_key(run: RunRecord, index: int | None = None) -> str:
+    """`study_table`'s "point": the run's own name, or its `index`-th budget point's."""
+    return run.name if index is None else f"{run.name}@{index}"
+
+
 def correct(runs: list[RunRecord], experiments: list[str]) -> dict:
-    """Per budget point (`study_table`'s "point"), which test images it got right."""
+    """Per budget point (`point_key`), which test images it got right."""
     right = {}
     for run in budgeted(runs, experiments):
-        right[run.name] = run.correct
-        right.update({f"{run.name}@{index}": run.point_correct(index)
+        right[point_key(run)] = run.correct
+        right.update({point_key(run, index): run.point_correct(index)
                       for index in range(len(run.metrics.budget_points))})
     return right
 
