@@ -1,6 +1,6 @@
 """Benchmarks: ratios measured within one run, printed as a table and written as JSON.
 
-    python benchmarks/bench.py [--images 768] [--bf16] [--data-dir DIR] [--out FILE]
+    python benchmarks/bench.py [--images 768] [--no-bf16] [--data-dir DIR] [--out FILE]
 
 Measures, on the same random images and batches:
 - the frozen regime trained on the fly (base forward every step) vs on cached features, and
@@ -8,12 +8,17 @@ Measures, on the same random images and batches:
   there block 5's convolutions (2x2 maps) as Conv2D layers vs as one matrix product each;
 - the project's training loop (`training.train`, i.e. Keras `fit`) vs raw `train_on_batch`;
 - training and inference images/s for each regime;
-- optionally mixed_bfloat16 against float32 for a full training step;
-- with a CIFAR-10 folder: the frozen regime's test accuracy, cached vs on the fly;
+- each regime's training step (as the project trains it: on the fly, or on cached block
+  outputs) in float32 and in mixed_bfloat16, images/s and their ratio; bfloat16 only where the
+  CPU has bf16 units (`spec.precision`), since elsewhere it falls back to slow generic kernels;
+- with a CIFAR-10 folder: the frozen regime's test accuracy, cached vs on the fly, and the
+  parity run: fine-tuning from block 4, one epoch of 45,000 images, in float32 and in
+  mixed_bfloat16 (the same seed), their test accuracies with 95% intervals and McNemar's test;
 - peak resident memory of the process;
-- every installed Keras backend side by side (TensorFlow, JAX, PyTorch): VGG16 at 32x32
-  trained with Adam (every layer) and inferring, images/s, each backend in a process of its
-  own, since Keras fixes its backend when it is imported (`--backends` picks them).
+- every installed Keras backend side by side (TensorFlow, JAX, PyTorch) in both precisions:
+  VGG16 at 32x32 trained with Adam (every layer) and inferring, images/s, each backend and
+  precision in a process of its own, since Keras fixes its backend when it is imported
+  (`--backends` picks them).
 
 The rest runs on the backend this process loaded (KERAS_BACKEND; TensorFlow by default).
 Each timing excludes a warm-up (graph tracing, compilation) and covers only the work it names.
@@ -35,7 +40,9 @@ import vgg_transfer  # noqa: F401  (sets the oneDNN switch before TensorFlow loa
 from vgg_transfer import files
 from vgg_transfer.run import backend, provenance
 from vgg_transfer.run.epochs import one_hot, set_seed
+from vgg_transfer.run.features import predict_into
 from vgg_transfer.run.models import build_model, compile_model, stem, top
+from vgg_transfer.spec import precision as compute_precision
 from vgg_transfer.spec.config import PROJECT_ROOT
 
 
@@ -104,19 +111,14 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
         results["regimes"][regime] = row
         print(f"{regime}: {json.dumps({k: round(v, 3) for k, v in row.items()})}", flush=True)
 
-    if bf16:
-        import keras
-
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        set_seed(0)
-        built = build_model("finetune", "none")
-        compile_model(built.model, 1e-4)
-        bf16_s = fit_epoch_seconds(built.model, x, y, batch_size)
-        keras.mixed_precision.set_global_policy("float32")
-        fp32 = results["regimes"]["finetune"]["train_images_per_s"]
-        results["bf16"] = {"train_images_per_s": n / bf16_s,
-                           "float32_train_images_per_s": fp32,
-                           "speedup": (n / bf16_s) / fp32}
+    results["precision"] = {}
+    for regime in STEP_REGIMES:
+        row = {policy: n / training_step_seconds(regime, policy, x, y, batch_size)
+               for policy in policies(bf16)}
+        if "mixed_bfloat16" in row:
+            row["ratio"] = row["mixed_bfloat16"] / row["float32"]
+        results["precision"][regime] = row
+        print(f"{regime} training step, images/s: {json.dumps(row)}", flush=True)
     results["peak_rss_mb"] = provenance.peak_rss_mb()
     results["hardware"] = provenance.hardware()
     results["packages"] = provenance.package_versions()
@@ -124,10 +126,72 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
     return results
 
 
-def backend_speed(n: int, batch_size: int) -> dict:
+STEP_REGIMES = ("scratch", "scratch_bn", "frozen", "partial", "finetune")
+
+
+def policies(bf16: bool) -> tuple[str, ...]:
+    return ("float32", "mixed_bfloat16") if bf16 else ("float32",)
+
+
+def training_step_seconds(regime: str, policy: str, x, y, batch_size: int) -> float:
+    """Seconds of one `fit` epoch of a regime's training step as runs train it, under
+    `policy`: the whole network on the images, or (frozen, partial) the layers after the
+    frozen blocks on those blocks' cached outputs, computed under the same policy."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        set_seed(0)
+        built = build_model(regime, "none", augment=regime == "scratch_bn")
+        model, inputs = built.model, x
+        if built.frozen_blocks:
+            inputs = predict_into(stem(built, built.frozen_blocks), x, batch_size)
+            model = top(built, built.frozen_blocks)
+        compile_model(model, 1e-4)
+        return fit_epoch_seconds(model, inputs, y, batch_size)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def parity(data_dir: str, weights: str, folder: Path, bf16: bool) -> dict:
+    """Fine-tuning from block 4 for one epoch of 45,000 images (5,000 validation), the same
+    seed and data order, in each precision, through the project's own pipeline (each run's
+    record lands in `folder`): test accuracy with its 95% interval, validation accuracy,
+    seconds, and McNemar's test between the two on the same test images."""
+    from vgg_transfer.record import RunRecord
+    from vgg_transfer.run import pipeline
+    from vgg_transfer.run.metrics import mcnemar_exact
+    from vgg_transfer.spec.config import make_config
+
+    out, correct = {}, {}
+    for policy in policies(bf16):
+        cfg = make_config({"name": f"finetune-from4-{policy}", "regime": "finetune",
+                           "unfreeze_from": 4, "weights": weights, "data_dir": data_dir,
+                           "epochs": 1, "val_size": 5000, "precision": policy,
+                           "save_model": False}, where="parity")
+        pipeline.run(cfg, folder / cfg.name)
+        record = RunRecord.load(folder / cfg.name)
+        m, correct[policy] = record.metrics, record.correct
+        out[policy] = {"test_accuracy": m.test_accuracy, "test_accuracy_ci95": m.test_accuracy_ci95,
+                       "best_val_accuracy": m.best_val_accuracy, "test_n": m.test_n,
+                       "train_n": m.train_n, "training_seconds": record.training_seconds,
+                       "training_flops": record.training_flops}
+    if len(out) == 2:
+        low, high = out["float32"]["test_accuracy_ci95"]
+        loss = out["float32"]["test_accuracy"] - out["mixed_bfloat16"]["test_accuracy"]
+        out.update(loss_points=100 * loss, half_width_points=100 * (high - low) / 2,
+                   mcnemar_p=mcnemar_exact(correct["float32"], correct["mixed_bfloat16"])["p"])
+        out["bf16_within"] = out["loss_points"] <= out["half_width_points"]
+    return out
+
+
+def backend_speed(n: int, batch_size: int, policy: str = "float32") -> dict:
     """VGG16 at 32x32 (random init, every layer trained, Adam) on the backend this process
-    loaded: training and inference images/s, with the backend's name, version and
-    determinism."""
+    loaded, under `policy`: training and inference images/s, with the backend's name, version
+    and determinism."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
     x, labels = images(n)
     y = one_hot(labels)
     set_seed(0)
@@ -135,26 +199,37 @@ def backend_speed(n: int, batch_size: int) -> dict:
     compile_model(built.model, 1e-4)
     train_s = fit_epoch_seconds(built.model, x, y, batch_size)
     infer_s = predict_seconds(built.model, x, batch_size)
-    return {**backend.describe(), "train_images_per_s": n / train_s,
+    return {**backend.describe(), "precision": policy, "train_images_per_s": n / train_s,
             "inference_images_per_s": n / infer_s}
 
 
-def backend_speeds(names: list[str], n: int, batch_size: int) -> dict:
-    """`backend_speed` for each backend, each in a child process started with KERAS_BACKEND
-    set to it. A backend that fails gets its error instead of numbers."""
+def backend_speeds(names: list[str], n: int, batch_size: int, bf16: bool,
+                   timeout: float) -> dict:
+    """`backend_speed` for each backend and precision, each in a child process started with
+    KERAS_BACKEND set to it: {backend: {policy: row}}. A child that fails or runs past
+    `timeout` seconds gets its error instead of numbers."""
     out = {}
     for name in names:
-        child = subprocess.run(
-            [sys.executable, __file__, "--one-backend", "--images", str(n),
-             "--batch-size", str(batch_size)],
-            env={**os.environ, backend.ENV: name}, capture_output=True, text=True, check=False)
-        lines = child.stdout.strip().splitlines()
-        if child.returncode == 0 and lines:
-            out[name] = json.loads(lines[-1])
-        else:
-            error = (child.stderr.strip().splitlines() or ["no output"])[-1]
-            out[name] = {"name": name, "error": error[:300]}
-        print(f"backend {name}: {json.dumps(out[name])}", flush=True)
+        out[name] = {}
+        for policy in policies(bf16):
+            args = [sys.executable, __file__, "--one-backend", "--images", str(n),
+                    "--batch-size", str(batch_size), "--precision", policy]
+            try:
+                child = subprocess.run(args, env={**os.environ, backend.ENV: name},
+                                       capture_output=True, text=True, check=False,
+                                       timeout=timeout)
+            except subprocess.TimeoutExpired:
+                row = {"name": name, "precision": policy,
+                       "error": f"not finished after {timeout:.0f} s"}
+            else:
+                lines = child.stdout.strip().splitlines()
+                if child.returncode == 0 and lines:
+                    row = json.loads(lines[-1])
+                else:
+                    error = (child.stderr.strip().splitlines() or ["no output"])[-1]
+                    row = {"name": name, "precision": policy, "error": error[:300]}
+            out[name][policy] = row
+            print(f"backend {name} {policy}: {json.dumps(row)}", flush=True)
     return out
 
 
@@ -210,8 +285,7 @@ def table(results: dict) -> str:
              f"{'partial cached: matrix products vs Conv2D (x)':<52}{r['partial']['small_map_speedup']:>12.1f}",
              f"{'training loop / raw train_on_batch (throughput)':<52}"
              f"{r['finetune']['loop_vs_raw_ratio']:>12.3f}"]
-    if "bf16" in results:
-        lines.append(f"{'mixed_bfloat16 / float32 training (x)':<52}{results['bf16']['speedup']:>12.2f}")
+    lines += precision_lines(results.get("precision", {}), results.get("parity"))
     if "accuracy" in results:
         a = results["accuracy"]
         lines += [f"{'frozen test accuracy, cached features':<52}{a['cached_test_accuracy']:>12.4f}",
@@ -225,17 +299,39 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def backend_lines(backends: dict) -> list[str]:
-    """Two lines per backend (training and inference images/s), or one with its error."""
+def precision_lines(steps: dict, parity_run: dict | None) -> list[str]:
+    """Per regime, its training step's images/s in each precision and their ratio; then the
+    parity run's test accuracies."""
     lines = []
-    for name, row in backends.items():
-        if "error" in row:
-            lines.append(f"{name + ': failed':<52}{row['error'][:60]}")
-            continue
-        label = f"{name} {row['version']}"
-        lines += [f"{label + ' VGG16 training, images/s':<52}{row['train_images_per_s']:>12.1f}",
-                  f"{label + ' VGG16 inference, images/s':<52}"
-                  f"{row['inference_images_per_s']:>12.1f}"]
+    for regime, row in steps.items():
+        cells = "  ".join(f"{policy} {row[policy]:.1f}" for policy in ("float32", "mixed_bfloat16")
+                          if policy in row)
+        ratio = f"{row['ratio']:>11.2f}x" if "ratio" in row else ""
+        lines.append(f"{regime + ' step, images/s: ' + cells:<52}{ratio:>12}")
+    for policy in ("float32", "mixed_bfloat16"):
+        if parity_run and policy in parity_run:
+            run = parity_run[policy]
+            low, high = run["test_accuracy_ci95"]
+            lines.append(f"{'parity, ' + policy + ': test accuracy (95% CI)':<52}"
+                         f"{run['test_accuracy']:>7.1%} ({low:.1%}-{high:.1%})")
+    if parity_run and "loss_points" in parity_run:
+        lines.append(f"{'parity: bfloat16 loses, points (half-width)':<52}"
+                     f"{parity_run['loss_points']:>+7.2f} ({parity_run['half_width_points']:.2f})")
+        lines.append(f"{'parity: McNemar p':<52}{parity_run['mcnemar_p']:>12.3g}")
+    return lines
+
+
+def backend_lines(backends: dict) -> list[str]:
+    """Per backend and precision, training and inference images/s, or its error."""
+    lines = []
+    for name, rows in backends.items():
+        for policy, row in rows.items():
+            if "error" in row:
+                lines.append(f"{name + ' ' + policy + ': failed':<52}{row['error'][:60]}")
+                continue
+            label = f"{name} {row['version']} {policy}"
+            lines.append(f"{label + ' VGG16 train / infer, images/s':<52}"
+                         f"{row['train_images_per_s']:>5.1f} / {row['inference_images_per_s']:.1f}")
     return lines
 
 
@@ -243,7 +339,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=768)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--bf16", action="store_true", help="also time mixed_bfloat16")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                        default=bool(compute_precision.bf16_units()),
+                        help="also time mixed_bfloat16 (default: where the CPU has bf16 units)")
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--backend-timeout", type=float, default=300,
+                        help="seconds each backend and precision may take")
+    parser.add_argument("--parity", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --data-dir: the float32 / bfloat16 fine-tuning run (minutes)")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "outputs" / "benchmarks" / "bench.json"))
     parser.add_argument("--data-dir", default=os.environ.get("CIFAR10_DIR"),
                         help="CIFAR-10 folder for the cached-vs-on-the-fly accuracy check")
@@ -258,14 +361,20 @@ def main() -> None:
                              "--backends measures each backend)")
     args = parser.parse_args()
     if args.one_backend:
-        print(json.dumps(backend_speed(args.images, args.batch_size)))
+        print(json.dumps(backend_speed(args.images, args.batch_size, args.precision)))
         return
+    print(f"CPU: {provenance.cpu_model()}, flags {provenance.hardware()['cpu_flags']}",
+          flush=True)
     results = bench(args.images, args.batch_size, args.bf16)
     if args.data_dir:
         results["accuracy"] = accuracy_check(args.data_dir, args.weights, args.check_images,
                                              args.check_epochs, args.bf16)
+        if args.parity:
+            results["parity"] = parity(args.data_dir, args.weights,
+                                       Path(args.out).parent / "parity", args.bf16)
     names = [name.strip() for name in args.backends.split(",") if name.strip()]
-    results["backends"] = backend_speeds(names, args.images, args.batch_size)
+    results["backends"] = backend_speeds(names, args.images, args.batch_size, args.bf16,
+                                         args.backend_timeout)
     files.write_json(Path(args.out), results)
     print("\n" + table(results))
     print(f"\nwritten: {args.out}")

@@ -131,7 +131,7 @@ def test_a_runs_provenance_names_its_backend(tmp_path):
     for name in backend.installed():  # every installed backend's packages are listed
         assert all(package in record.provenance.packages for package in backend.PACKAGES[name])
     assert list(tables.backends_table([record]).iloc[0]) == [
-        engine["name"], engine["version"], "yes", 1]
+        engine["name"], engine["version"], "yes", record.config.precision, 1]
 
 
 # ---------------------------------------------------------------- the same results on each
@@ -209,36 +209,45 @@ def test_gradcam_on_jax_equals_gradcam_on_tensorflow(tmp_path):
         np.testing.assert_allclose(jax_cams["heatmaps"], tf_cams["heatmaps"], atol=1e-4)
 
 
-# ---------------------------------------------------------------- the whole path on JAX
+# ---------------------------------------------------------------- the whole path on each
 
 @pytest.mark.slow
-def test_the_smoke_profile_runs_end_to_end_on_jax(tmp_path):
-    """`run --set backend=jax` from a process that never set KERAS_BACKEND: the runner starts
-    the experiments' kernels on JAX; then the pages and the site build from the runs."""
-    need("jax")
+@pytest.mark.parametrize("name", ["jax", "torch"])
+def test_the_smoke_profile_runs_end_to_end_on_another_backend(tmp_path, name):
+    """`run --set backend=NAME` from a process that never set KERAS_BACKEND: the runner
+    starts the experiments' kernels on that backend; then the pages and the site build from
+    the runs, and the same command again gives the same metrics (the backend is
+    deterministic)."""
+    need(name)
     data = make_folder(tmp_path / "data", per_batch=20, test=10)
     env = {k: v for k, v in os.environ.items() if k != backend.ENV}
     env.update(CIFAR10_DIR=str(data), WEIGHTS="hed-bsds500", PYTHONUNBUFFERED="1")
+    metrics = []
+    for outputs in (tmp_path / "outputs", tmp_path / "again"):
+        result = subprocess.run(
+            [sys.executable, "-m", "vgg_transfer", "run", "--profile", "smoke", "--set",
+             f"backend={name}", "--set", "train_size=40", "--set", "val_size=20",
+             "--outputs", str(outputs)],
+            env=env, capture_output=True, text=True, timeout=1800, cwd=PROJECT_ROOT)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        folder = outputs / "smoke" / "runs"
+        metrics.append({run: (folder / run / "metrics.json").read_text()
+                        for run in ("scratch", "frozen", "finetune")})
+    assert metrics[0] == metrics[1]
     outputs = tmp_path / "outputs"
-    result = subprocess.run(
-        [sys.executable, "-m", "vgg_transfer", "run", "--profile", "smoke", "--set",
-         "backend=jax", "--set", "train_size=40", "--set", "val_size=20",
-         "--outputs", str(outputs)],
-        env=env, capture_output=True, text=True, timeout=1800, cwd=PROJECT_ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    folder = outputs / "smoke" / "runs"
-    for name in ("scratch", "frozen", "finetune"):
-        record = RunRecord.load(folder / name)
-        assert record.config.backend == "jax" and record.provenance.backend["name"] == "jax"
+    for run in ("scratch", "frozen", "finetune"):
+        record = RunRecord.load(outputs / "smoke" / "runs" / run)
+        assert record.config.backend == name and record.provenance.backend["name"] == name
         assert record.provenance.backend["deterministic"] is True
-        assert record.provenance.packages["jax"] == backend.versions("jax")["jax"]
+        package = backend.PACKAGES[name][0]
+        assert record.provenance.packages[package] == backend.versions(name)[package]
     book = tmp_path / "book"
     shutil.copytree(PROJECT_ROOT / "book", book,
                     ignore=shutil.ignore_patterns("_build", "results", "_toc.yml"))
     index = runner.book.build_report(runner.plan.make_plan("smoke", outputs=outputs, book=book))
     assert index.is_file()
     page = (book / "_build" / "html" / "results" / "reproducibility.html").read_text()
-    assert "jax" in page
+    assert name in page
 
 
 # ---------------------------------------------------------------- the benchmark's table
@@ -264,7 +273,30 @@ def test_the_benchmark_table_shows_every_backend():
     rows = dict(tables.bench_frame(bench).itertuples(index=False))
     assert rows["partial on cached outputs, block 5 as Conv2D: s/epoch"] == "0.250"
     assert rows["partial on cached outputs: block 5 as matrix products, speed-up"] == "2.5×"
-    assert rows["backend of the rows above"] == "tensorflow 2.21.0"
-    assert rows["tensorflow 2.21.0: VGG16 training images/s"] == "75.0"
-    assert rows["jax 0.10.2: VGG16 inference images/s"] == "90.0"
-    assert rows["torch: VGG16 images/s"] == "failed: ModuleNotFoundError: torch"
+    assert rows["backend and precision of the rows above"] == "tensorflow 2.21.0, float32"
+    # a file from before the precisions: one float32 row per backend
+    old = {(r["backend"], r["precision"]): r for r in tables.backend_rows(bench["backends"])}
+    assert old["tensorflow", "float32"]["training images/s"] == 75.0
+    assert old["jax", "float32"]["inference images/s"] == 90.0
+    assert old["torch", "float32"]["note"] == "failed: ModuleNotFoundError: torch"
+    assert tables.precision_frame(bench) is None and tables.parity_frame(bench) is None
+    # each backend in both precisions, every regime's step, and the parity run
+    bench["backends"] = {"torch": {
+        "float32": {"name": "torch", "version": "2.13.0", "deterministic": True,
+                    "precision": "float32", "train_images_per_s": 40.0,
+                    "inference_images_per_s": 200.0},
+        "mixed_bfloat16": {"name": "torch", "precision": "mixed_bfloat16",
+                           "error": "not finished after 600 s"}}}
+    new = {(r["backend"], r["precision"]): r for r in tables.backend_rows(bench["backends"])}
+    assert new["torch", "float32"]["training images/s"] == 40.0
+    assert new["torch", "mixed_bfloat16"]["note"] == "failed: not finished after 600 s"
+    bench["precision"] = {"finetune": {"float32": 90.0, "mixed_bfloat16": 147.0,
+                                       "ratio": 147.0 / 90.0}}
+    html = tables.precision_frame(bench).to_html()
+    assert "147.0" in html and "1.63×" in html
+    bench["parity"] = {policy: {"train_n": 45000, "test_accuracy": acc,
+                                "test_accuracy_ci95": [acc - 0.03, acc + 0.03],
+                                "best_val_accuracy": 0.5, "training_seconds": 300.0,
+                                "training_flops": 5e13}
+                       for policy, acc in (("float32", 0.60), ("mixed_bfloat16", 0.59))}
+    assert "59.0% (56.0%–62.0%)" in tables.parity_frame(bench).to_html()

@@ -235,6 +235,7 @@ def test_a_run_computes_only_with_keyed_code():
     outside = {m for m in imported if not m.startswith("vgg_transfer.run.")}
     assert outside == {"vgg_transfer", "vgg_transfer.run", "vgg_transfer.spec",
                        "vgg_transfer.spec.config", "vgg_transfer.spec.regimes",
+                       "vgg_transfer.spec.precision",
                        "vgg_transfer.record", "vgg_transfer.files"}, outside
     from vgg_transfer.runner import sweep
 

@@ -159,6 +159,7 @@ def glue_run(run: RunRecord, runs: int) -> None:
     glue("trainable", m.params.trainable)
     glue("train_minutes", run.training_seconds / 60)
     glue_text("name", m.name)
+    glue_text("precision", run.config.precision)
     glue_text("weights_label", m.weights_label)
     glue_text("run_count", "one run" if runs == 1 else f"{runs} runs")
     glue_text("cache_note", CACHE_NOTE if m.cached_features else "")

@@ -40,7 +40,7 @@ def budget(runs: list[RunRecord]) -> str:
             f"{phrase(stats.seeds_per_point(runs), 'seed')} per point, "
             f"{int(frame['test_n'].iloc[0]):,} test images, "
             f"{frame['training_seconds'].sum() / 60:.1f} min of training in all "
-            f"({len(frame)} runs)")
+            f"({len(frame)} runs, {precisions(runs)})")
 
 
 def span(values, unit: str) -> str:
@@ -105,9 +105,40 @@ def test_set_note(test_n: int) -> str:
 
 
 def hardware(specs: dict) -> str:
-    """A run's hardware (`provenance.hardware`): "Intel Xeon (2 cores), no GPU"."""
+    """A run's hardware (`provenance.hardware`): "Intel Xeon (2 cores; avx2), no GPU"."""
     gpus = f", GPU: {', '.join(specs['gpus'])}" if specs["gpus"] else ", no GPU"
-    return f"{specs['cpu']} ({specs['cpu_count']} cores){gpus}"
+    flags = f"; {', '.join(specs['cpu_flags'])}" if specs.get("cpu_flags") else ""
+    return f"{specs['cpu']} ({specs['cpu_count']} cores{flags}){gpus}"
+
+
+def precisions(runs: list[RunRecord]) -> str:
+    """The compute precision the runs trained in: "mixed_bfloat16", or each with its count."""
+    counts = pd.Series([run.config.precision for run in runs]).value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return listing([f"{policy} ({plural(n, 'run')})" for policy, n in counts.items()])
+
+
+def parity(bench: dict) -> str:
+    """Whether mixed bfloat16 trains as well as float32 (the benchmark's parity run), and what
+    `precision: auto` does about it; "" when the benchmark has no parity run in both."""
+    run = bench.get("parity") or {}
+    if "loss_points" not in run:
+        return ""
+    f32, bf16 = run["float32"], run["mixed_bfloat16"]
+    speed = (bench.get("precision") or {}).get("finetune", {}).get("ratio")
+    faster = f" and its training step ran {speed:.2f}× as fast" if speed else ""
+    same = (f"Fine-tuning from block 4 for one epoch of {f32['train_n']:,} images reached "
+            f"{f32['test_accuracy']:.1%} in float32 and {bf16['test_accuracy']:.1%} in mixed "
+            f"bfloat16 (the same seed and data order; McNemar p = {run['mcnemar_p']:.2g}): "
+            f"bfloat16 lost {run['loss_points']:+.1f} points, ")
+    if run["bf16_within"]:
+        return (same + f"within the float32 run's 95% interval half-width of "
+                f"{run['half_width_points']:.1f}{faster}, so `precision: auto` trains in mixed "
+                "bfloat16 where the CPU has bf16 units.")
+    return (same + f"more than the float32 run's 95% interval half-width of "
+            f"{run['half_width_points']:.1f}: on this evidence mixed bfloat16 costs accuracy "
+            "here, and `precision: float32` is the setting to use.")
 
 
 def machine(specs: dict) -> str:
@@ -201,9 +232,11 @@ def _training_cost(table: pd.DataFrame) -> str:
     fastest, slowest = table.loc[table[seconds].idxmin()], table.loc[table[seconds].idxmax()]
     if fastest["experiment"] == slowest["experiment"]:
         return ""
+    precision = " / ".join(dict.fromkeys(table["precision"])) if "precision" in table else ""
     return (f"Training cost: **{fastest['experiment']}** trained in {fastest[seconds]:.0f} s, "
             f"**{slowest['experiment']}** in {slowest[seconds]:.0f} s, "
-            f"{slowest[seconds] / max(fastest[seconds], 1e-9):.0f}× longer.")
+            f"{slowest[seconds] / max(fastest[seconds], 1e-9):.0f}× longer"
+            + (f" ({precision})." if precision else "."))
 
 
 def findings(table: pd.DataFrame, tests: pd.DataFrame) -> str:

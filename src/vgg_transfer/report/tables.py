@@ -44,7 +44,8 @@ def runs_table(runs: list[RunRecord]) -> pd.DataFrame:
         "test_accuracy": run.metrics.test_accuracy,
         "ci_low": run.metrics.test_accuracy_ci95[0], "ci_high": run.metrics.test_accuracy_ci95[1],
         "best val accuracy": run.metrics.best_val_accuracy,
-        "training time (s)": run.training_seconds} for run in runs])
+        "training time (s)": run.training_seconds, "precision": run.config.precision}
+        for run in runs])
 
 
 def format_runs(table: pd.DataFrame):
@@ -65,12 +66,12 @@ def run_summary(run: RunRecord) -> pd.DataFrame:
     return pd.DataFrame({"metric": [
         "test accuracy", "95% interval", "test images", "test loss",
         "expected calibration error", "best validation accuracy",
-        "trainable / total parameters", "training time", "wall time"], "value": [
+        "trainable / total parameters", "training time", "wall time", "precision"], "value": [
         f"{m.test_accuracy:.2%}", f"{low:.2%} – {high:.2%}", f"{m.test_n:,}",
         f"{m.test_loss:.3f}", f"{m.test_ece:.3f}",
         f"{m.best_val_accuracy:.2%} (epoch {m.best_val_epoch})",
         f"{m.params.trainable:,} / {m.params.total:,}", f"{run.training_seconds:.0f} s",
-        f"{run.timings.wall_seconds:.0f} s"]})
+        f"{run.timings.wall_seconds:.0f} s", run.config.precision]})
 
 
 # ---------------------------------------------------------------- comparisons
@@ -84,7 +85,7 @@ def format_comparison(table: pd.DataFrame):
         for _, r in table.iterrows()])
     shown = shown.drop(columns=["test_accuracy", "sd", "ci_low", "ci_high"])
     return plain(shown, {
-        "best val accuracy": "{:.1%}", "trainable parameters": "{:,}",
+        "val accuracy": "{:.1%}", "trainable parameters": "{:,}",
         "training time (s)": "{:,.0f}", "training TFLOPs": "{:,.1f}", "wall time (s)": "{:,.0f}",
         "train images": "{:,}", "test n": "{:,}"})
 
@@ -129,7 +130,7 @@ def _cost_row(run: RunRecord) -> dict:
         "trainable parameters": m.params.trainable, "features (s)": t.feature_seconds,
         "training (s)": t.train_seconds, "test (s)": t.test_seconds,
         "other (s)": t.wall_seconds - t.feature_seconds - t.train_seconds - t.test_seconds,
-        "wall (s)": t.wall_seconds,
+        "wall (s)": t.wall_seconds, "precision": run.config.precision,
         "training images/s": m.train_n * m.epochs / t.train_seconds,
         "test images/s": t.test_images_per_second,
         "peak memory (MB)": run.provenance.peak_rss_mb, "test accuracy": m.test_accuracy,
@@ -140,6 +141,7 @@ def cost_table(runs: list[RunRecord]) -> pd.DataFrame:
     """Where the time went, per setting (mean over its seeds), and the throughput."""
     frame = pd.DataFrame([_cost_row(run) for run in runs])
     first = {"regime": "first", "trainable parameters": "first", "runs": "sum",
+             "precision": lambda values: " / ".join(dict.fromkeys(values)),
              "peak memory (MB)": "max"}
     return frame.groupby("setting", sort=False).agg(
         {col: first.get(col, "mean") for col in frame.columns if col != "setting"}).reset_index()
@@ -172,23 +174,70 @@ def _bench_accuracy_rows(a: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _backend_rows(backends: dict) -> list[tuple[str, str]]:
-    """Per Keras backend (benchmarks/bench.py measures each in its own process): VGG16 at
-    32x32 training and inference images/s, or the error that stopped it."""
+def backend_rows(backends: dict) -> list[dict]:
+    """Per Keras backend and precision (benchmarks/bench.py measures each in its own
+    process): VGG16 at 32x32 training and inference images/s, or the error that stopped it.
+    A file written before the precisions were measured holds one float32 row per backend."""
     rows = []
-    for name, row in backends.items():
-        if "error" in row:
-            rows.append((f"{name}: VGG16 images/s", f"failed: {row['error']}"))
-            continue
-        label = f"{name} {row['version']}{'' if row['deterministic'] else ' (not deterministic)'}"
-        rows += [(f"{label}: VGG16 training images/s", f"{row['train_images_per_s']:.1f}"),
-                 (f"{label}: VGG16 inference images/s", f"{row['inference_images_per_s']:.1f}")]
+    for name, by_policy in backends.items():
+        if "name" in by_policy:  # one row, float32
+            by_policy = {"float32": by_policy}
+        for policy, row in by_policy.items():
+            failed = "error" in row
+            rows.append({"backend": name, "version": row.get("version", "—"),
+                         "precision": policy,
+                         "deterministic": "—" if failed else ("yes" if row["deterministic"]
+                                                             else "no"),
+                         "training images/s": None if failed else row["train_images_per_s"],
+                         "inference images/s": None if failed else row["inference_images_per_s"],
+                         "note": f"failed: {row['error']}" if failed else ""})
     return rows
+
+
+def backends_frame(bench: dict):
+    """`backend_rows` as a reader sees them."""
+    frame = pd.DataFrame(backend_rows(bench.get("backends", {})),
+                         columns=["backend", "version", "precision", "deterministic",
+                                  "training images/s", "inference images/s", "note"])
+    return plain(frame, {"training images/s": "{:,.1f}", "inference images/s": "{:,.1f}"},
+                 missing="—")
+
+
+def precision_frame(bench: dict):
+    """Per regime, its training step (as runs train it) in float32 and mixed_bfloat16,
+    images/s, and the ratio; None when the benchmark measured no precisions."""
+    steps = bench.get("precision")
+    if not steps:
+        return None
+    frame = pd.DataFrame([{"regime": regime, "float32 images/s": row["float32"],
+                           "mixed_bfloat16 images/s": row.get("mixed_bfloat16"),
+                           "bfloat16 / float32": row.get("ratio")}
+                          for regime, row in steps.items()])
+    return plain(frame, {"float32 images/s": "{:,.1f}", "mixed_bfloat16 images/s": "{:,.1f}",
+                         "bfloat16 / float32": "{:.2f}×"}, missing="not measured")
+
+
+def parity_frame(bench: dict):
+    """The parity run (fine-tuning from block 4, one epoch of 45,000 images) in each
+    precision: test accuracy with its interval, validation accuracy, seconds, TFLOPs."""
+    run = bench.get("parity") or {}
+    rows = [{"precision": policy, "training images": r["train_n"],
+             "test accuracy (95% CI)": f"{r['test_accuracy']:.1%} "
+                                       f"({r['test_accuracy_ci95'][0]:.1%}–"
+                                       f"{r['test_accuracy_ci95'][1]:.1%})",
+             "best val accuracy": r["best_val_accuracy"], "training (s)": r["training_seconds"],
+             "training TFLOPs": r["training_flops"] / 1e12}
+            for policy, r in run.items() if isinstance(r, dict)]
+    if not rows:
+        return None
+    return plain(pd.DataFrame(rows), {"training images": "{:,}", "best val accuracy": "{:.1%}",
+                                      "training (s)": "{:,.0f}", "training TFLOPs": "{:,.1f}"})
 
 
 def _hardware(hardware: dict) -> str:
     gpus = f", {', '.join(hardware['gpus'])}" if hardware["gpus"] else ""
-    return f"{hardware['cpu']}, {hardware['cpu_count']} cores{gpus}"
+    flags = f" ({', '.join(hardware['cpu_flags'])})" if hardware.get("cpu_flags") else ""
+    return f"{hardware['cpu']}{flags}, {hardware['cpu_count']} cores{gpus}"
 
 
 def bench_frame(bench: dict) -> pd.DataFrame:
@@ -207,14 +256,13 @@ def bench_frame(bench: dict) -> pd.DataFrame:
                      ("partial on cached outputs: block 5 as matrix products, speed-up",
                       f"{r['partial']['small_map_speedup']:.1f}×")]
     rows.append(("training loop / raw train_on_batch", f"{r['finetune']['loop_vs_raw_ratio']:.3f}"))
-    if "bf16" in bench:
+    if "bf16" in bench:  # a file written before every regime was measured in both
         rows.append(("mixed_bfloat16 / float32 training", f"{bench['bf16']['speedup']:.2f}×"))
     if "accuracy" in bench:
         rows += _bench_accuracy_rows(bench["accuracy"])
     if "backend" in bench:  # what measured the rows so far
-        rows.append(("backend of the rows above",
-                     f"{bench['backend']['name']} {bench['backend']['version']}"))
-    rows += _backend_rows(bench.get("backends", {}))
+        rows.append(("backend and precision of the rows above",
+                     f"{bench['backend']['name']} {bench['backend']['version']}, float32"))
     rows += [("images per measurement", f"{bench['images']:,}"),
              ("peak resident memory (MB)", f"{bench['peak_rss_mb']:,.0f}"),
              ("hardware", _hardware(bench["hardware"]))]
@@ -264,12 +312,13 @@ def backends_table(runs: list[RunRecord]) -> pd.DataFrame:
     rows: dict[tuple, dict] = {}
     for run in runs:
         b = run.provenance.backend
-        key = (b["name"], b["version"], b["deterministic"])
+        key = (b["name"], b["version"], b["deterministic"], run.config.precision)
         row = rows.setdefault(key, {"backend": b["name"], "version": b["version"],
                                     "deterministic": "yes" if b["deterministic"] else "no",
-                                    "runs": 0})
+                                    "precision": run.config.precision, "runs": 0})
         row["runs"] += 1
-    return pd.DataFrame(rows.values(), columns=["backend", "version", "deterministic", "runs"])
+    return pd.DataFrame(rows.values(),
+                        columns=["backend", "version", "deterministic", "precision", "runs"])
 
 
 def data_files_table(data: dict) -> pd.DataFrame:

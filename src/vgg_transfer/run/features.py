@@ -115,10 +115,11 @@ def predict_into(model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     """`model.predict(inputs)` written chunk by chunk into one array allocated up front:
     Keras's predict holds every batch's output and then their concatenation, twice the
     outputs' memory (a gigabyte for block-3 outputs of 45,000 images). The chunks are whole
-    batches, so every batch is the one a single predict() call would run."""
+    batches, so every batch is the one a single predict() call would run. Outputs are kept as
+    float32 (bfloat16 ones exactly so), which NumPy saves and loads without pickling."""
     chunk = batch_size * CHUNK_BATCHES
     first = model.predict(inputs[:chunk], batch_size=batch_size, verbose=0)
-    out = np.empty((len(inputs), *first.shape[1:]), dtype=first.dtype)
+    out = np.empty((len(inputs), *first.shape[1:]), dtype=np.float32)
     out[:len(first)] = first
     for start in range(chunk, len(inputs), chunk):
         out[start:start + chunk] = model.predict(inputs[start:start + chunk],

@@ -34,6 +34,7 @@ from vgg_transfer.run.features import cache_folder
 from vgg_transfer.run.metrics import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
 from vgg_transfer.run.models import Built, build_model, param_counts
 from vgg_transfer.run.training import FeatureCache, TrainResult, plan, predict, train
+from vgg_transfer.spec import precision as compute_precision
 from vgg_transfer.spec.config import ExperimentConfig
 
 
@@ -99,7 +100,7 @@ def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
                   folder: Path) -> FeatureCache:
     """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
     weights (their hash; random weights by seed), input size and preprocessing, the data
-    files, the Keras version, the backend and its version, and the code under run/ (as a run's
+    files, the Keras version, the backend and its version, the precision, and the code under run/ (as a run's
     key holds it)."""
     import keras
 
@@ -112,6 +113,7 @@ def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
         "data": source.get("sha256") or source.get("kind"),
         "keras": keras.__version__,
         "backend": f"{engine['name']} {engine['version']}",
+        "precision": cfg.precision,
         "code": fingerprint.code_hash(),
     }
     indices = {"train": split.train_idx, "val": split.val_idx,
@@ -246,7 +248,8 @@ def _provenance(cfg: ExperimentConfig, split: Split, built: Built, wall: float) 
         data=split.data.source,
         split={"train_n": len(split.train_idx), "val_n": int(len(split.val_idx)),
                "seed": cfg.seed, "train_per_class": np.bincount(y_train, minlength=10).tolist()},
-        weights=built.weights, backend=backend.describe(),
+        weights=built.weights,
+        backend={**backend.describe(), "precision": compute_precision.describe(cfg.precision)},
         packages=provenance.package_versions(),
         hardware=provenance.hardware(), git=provenance.git_state(), wall_seconds=wall,
         peak_rss_mb=provenance.peak_rss_mb(), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -291,13 +294,17 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
     print(f"[{cfg.name}] regime {cfg.regime}, weights {cfg.describe_weights()}, backend "
           f"{cfg.backend}", flush=True)
     split = load_split(cfg, timings)
-    built = build(cfg, timings)
-    cache = feature_cache(cfg, split, built.weights, cache_folder(run_dir.parent))
-    result = fit(cfg, built, split, cache, run_dir)
-    probs = evaluate(cfg, built, split, cache, timings)
-    start = time.perf_counter()
-    cams = explain_run(built, split.data.x_test, split.data.y_test, probs, cfg.seed)
-    timings["gradcam_seconds"] = time.perf_counter() - start
+    policy = keras.mixed_precision.global_policy().name
+    try:  # the run's precision holds for every model it builds, and for nothing after it
+        built = build(cfg, timings)
+        cache = feature_cache(cfg, split, built.weights, cache_folder(run_dir.parent))
+        result = fit(cfg, built, split, cache, run_dir)
+        probs = evaluate(cfg, built, split, cache, timings)
+        start = time.perf_counter()
+        cams = explain_run(built, split.data.x_test, split.data.y_test, probs, cfg.seed)
+        timings["gradcam_seconds"] = time.perf_counter() - start
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     timings["wall_seconds"] = time.perf_counter() - wall_start
     record = make_record(cfg, Placement(experiment or cfg.name, axes or {}, reference), split,
                          built, result, probs, cams, timings)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from vgg_transfer.run import backend
+from vgg_transfer.spec import precision as compute_precision
 from vgg_transfer.spec.config import PROJECT_ROOT
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scipy", "matplotlib", "seaborn",
@@ -42,10 +43,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides the CPU's speed here
+
+
 def hardware() -> dict:
     import psutil
 
+    flags = compute_precision.cpu_flags()
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "cpu_flags": [flag for flag in ISA_FLAGS if flag in flags],
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "gpus": backend.gpu_names()}
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vgg_transfer.run.backend import DEFAULT as DEFAULT_BACKEND
 from vgg_transfer.run.backend import ENV as BACKEND_ENV
+from vgg_transfer.spec import precision as compute_precision
 from vgg_transfer.spec import regimes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -64,8 +65,11 @@ class ExperimentConfig(BaseModel):
     finetune_learning_rate: float = Field(1e-5, gt=0)
     checkpoint_seconds: float = Field(60.0, ge=0)  # training time between checkpoints; 0 = every
     # epoch. A run killed mid-training resumes from its last checkpoint.
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
-    # mixed_bfloat16 speeds up CPUs with bf16 support; mixed_float16 is for GPUs only
+    # auto: mixed_bfloat16 where the CPU has bf16 units and the backend uses them, else
+    # float32 (spec.precision); resolved with the config, so a run holds the policy it ran.
+    # float32 gives the same numbers on every machine; mixed_float16 is for GPUs only.
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"  # not auto:
+    # `_resolve_precision` has replaced auto (or a missing value) before this is read
     save_model: Optional[bool] = None  # write model.keras; None: yes, except for grid points
     # Early stopping for every phase without a rule of its own: stop once `monitor` on the
     # validation split has not improved for this many epochs, then restore the best epoch's
@@ -85,6 +89,16 @@ class ExperimentConfig(BaseModel):
     # The Keras backend that runs it; the environment's KERAS_BACKEND when set. A process runs
     # one backend, so the runner starts each experiment's kernel with KERAS_BACKEND set to it.
     backend: Literal["tensorflow", "jax", "torch"] = DEFAULT_BACKEND
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_precision(cls, values: Any) -> Any:
+        """`auto` (the default; also None) becomes the policy this machine runs."""
+        if isinstance(values, dict) and values.get("precision") in (compute_precision.AUTO,
+                                                                    None):
+            chosen = compute_precision.resolve(None, values.get("backend", DEFAULT_BACKEND))
+            values = {**values, "precision": chosen}
+        return values
 
     @field_validator("regime")
     @classmethod
