@@ -2,6 +2,8 @@
 
 import importlib.metadata
 
+import pytest
+
 from vgg_transfer.report import lockfile
 
 
@@ -64,32 +66,39 @@ def test_the_project_lock_pins_the_dependencies_with_hashes():
     assert text.count("--hash=sha256:") >= len(pins)
 
 
-def test_the_jax_lock_is_the_main_lock_plus_jax():
-    """lock-jax.txt (make venv EXTRAS=jax) pins what lock.txt pins, at the same versions, and
-    JAX, all with hashes."""
+@pytest.mark.parametrize("extra, packages", [("jax", {"jax", "jaxlib"}), ("torch", {"torch"})])
+def test_each_backend_lock_is_the_main_lock_plus_its_backend(extra, packages):
+    """lock-jax.txt and lock-torch.txt (make venv EXTRAS=jax,torch) pin what lock.txt pins, at
+    the same versions, and their backend, all with hashes; torch is the CPU build."""
     main = lockfile.read_lock(lockfile.LOCK)
-    path = lockfile.EXTRA_LOCKS["jax"]
-    jax = lockfile.read_lock(path)
-    assert {name: jax.get(name) for name in main} == main
-    assert {"jax", "jaxlib"} <= set(jax) - set(main)
+    path = lockfile.EXTRA_LOCKS[extra]
+    pins = lockfile.read_lock(path)
+    assert {name: pins.get(name) for name in main} == main
+    assert packages <= set(pins) - set(main)
     text = path.read_text()
-    assert text.count("==") == len(jax) and text.count("--hash=sha256:") >= len(jax)
+    assert text.count("==") == len(pins) and text.count("--hash=sha256:") >= len(pins)
+    if extra == "torch":
+        assert pins["torch"] == "2.13.0+cpu"
+        assert not any(name.startswith("nvidia") for name in pins)  # no CUDA libraries
 
 
-def test_the_lock_read_is_the_one_of_the_installed_extras(monkeypatch):
+def test_the_locks_read_are_those_of_the_installed_extras(monkeypatch):
     versions = {"jax": "0.10.2", "torch": None}
     real = lockfile.installed_version
     monkeypatch.setattr(lockfile, "installed_version",
                         lambda name: versions[name] if name in versions else real(name))
-    assert lockfile.current_lock() == lockfile.EXTRA_LOCKS["jax"]
-    versions["jax"] = None
-    assert lockfile.current_lock() == lockfile.LOCK
+    assert lockfile.current_locks() == [lockfile.EXTRA_LOCKS["jax"]]
+    versions["torch"] = "2.13.0+cpu"
+    assert lockfile.current_locks() == [lockfile.EXTRA_LOCKS["jax"], lockfile.EXTRA_LOCKS["torch"]]
+    versions.update(jax=None, torch=None)
+    assert lockfile.current_locks() == [lockfile.LOCK]
 
 
-def test_an_unlocked_extra_that_is_installed_is_named(tmp_path, monkeypatch):
-    path = _lock(tmp_path, f"pyyaml=={importlib.metadata.version('pyyaml')}\n")
-    real = lockfile.installed_version
-    monkeypatch.setattr(lockfile, "installed_version",
-                        lambda name: "2.15.0" if name == "torch" else real(name))
-    note = lockfile.lock_differences(path).attrs["note"]
-    assert note.endswith("Installed without a lock: torch 2.15.0.")
+def test_several_locks_are_checked_together(tmp_path):
+    version = importlib.metadata.version("pyyaml")
+    one = _lock(tmp_path, f"pyyaml=={version}\n")
+    other = tmp_path / "other.txt"
+    other.write_text(f"pyyaml=={version}\nno-such-package-here==1.0\n")
+    table = lockfile.lock_differences([one, other])
+    assert table["package"].tolist() == ["no-such-package-here"]
+    assert table.attrs["checked"] == 2 and " and " in table.attrs["lock"]

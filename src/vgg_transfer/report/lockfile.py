@@ -2,10 +2,11 @@
 
 `requirements/lock.txt` pins every package the project installs (its dependencies and the
 `test` extra, for CPython 3.11 on Linux x86_64; `make lock` writes it), and
-`requirements/lock-jax.txt` the same plus the `jax` extra (`make venv EXTRAS=jax` installs
-it). `lock_differences` lists the locked packages whose installed version is another, or that
-are not installed, so a page can say whether it was built by the environment the lock
-describes; it reads the lock of the extras that are installed (`current_lock`).
+`requirements/lock-jax.txt` and `lock-torch.txt` the same plus the `jax` or `torch` extra
+(`make venv EXTRAS=jax,torch` installs both). `lock_differences` lists the locked packages
+whose installed version is another, or that are not installed, so a page can say whether it
+was built by the environment the locks describe; it reads the locks of the extras that are
+installed (`current_locks`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import pandas as pd
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # src/vgg_transfer/report/lockfile.py
 LOCK = PROJECT_ROOT / "requirements" / "lock.txt"
-EXTRA_LOCKS = {"jax": PROJECT_ROOT / "requirements" / "lock-jax.txt"}  # extra -> its lock
-UNLOCKED = ("torch",)  # an extra with no lock (see the README), named when installed
+EXTRA_LOCKS = {"jax": PROJECT_ROOT / "requirements" / "lock-jax.txt",  # extra -> its lock
+               "torch": PROJECT_ROOT / "requirements" / "lock-torch.txt"}
 COLUMNS = ["package", "locked", "installed"]
 
 # `name==version` at the start of a line; the `--hash` continuation lines and the `# via`
@@ -68,22 +69,15 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def current_lock() -> Path:
-    """The lock that describes this environment: an installed extra's, else the main one."""
-    for extra, path in EXTRA_LOCKS.items():
-        if installed_version(extra) is not None and path.is_file():
-            return path
-    return LOCK
+def current_locks() -> list[Path]:
+    """The locks that describe this environment: the installed extras' (each pins the main
+    lock's versions too), else the main one."""
+    found = [path for extra, path in EXTRA_LOCKS.items()
+             if installed_version(extra) is not None and path.is_file()]
+    return found or [LOCK]
 
 
-def _unlocked(pins: dict) -> str:
-    """A sentence naming installed packages that no lock pins (the torch extra)."""
-    found = [f"{name} {installed_version(name)}" for name in UNLOCKED
-             if name not in pins and installed_version(name) is not None]
-    return f" Installed without a lock: {', '.join(found)}." if found else ""
-
-
-def lock_differences(lock_path: str | Path | None = None) -> pd.DataFrame:
+def lock_differences(lock_path: str | Path | list | None = None) -> pd.DataFrame:
     """Every locked package whose installed version differs from the lock, or is missing.
 
     Columns `package` (PEP 503 name), `locked` and `installed` (None: not installed), sorted
@@ -92,26 +86,31 @@ def lock_differences(lock_path: str | Path | None = None) -> pd.DataFrame:
     is empty and the note says so.
 
     Args:
-        lock_path: the lock to compare with; None = `current_lock()`.
+        lock_path: the lock (or locks) to compare with; None = `current_locks()`.
     """
-    path = Path(lock_path) if lock_path is not None else current_lock()
+    if lock_path is None:
+        paths = current_locks()
+    else:
+        paths = [Path(p) for p in (lock_path if isinstance(lock_path, list) else [lock_path])]
+    shown = " and ".join(_shown(path) for path in paths)
     frame = pd.DataFrame(columns=COLUMNS, dtype=object)
-    frame.attrs.update(lock=str(path), checked=0)
-    if not path.is_file():
-        frame.attrs["note"] = (f"There is no lock file at {_shown(path)} (an install from a "
-                               "wheel does not include one), so no version was checked.")
+    frame.attrs.update(lock=shown, checked=0)
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        frame.attrs["note"] = (f"There is no lock file at {_shown(missing[0])} (an install from "
+                               "a wheel does not include one), so no version was checked.")
         return frame
-    pins = read_lock(path)
+    pins = {name: version for path in paths for name, version in read_lock(path).items()}
     rows = []
     for name, locked in sorted(pins.items()):
         installed = installed_version(name)
         if installed is None or not _same(locked, installed):
             rows.append({"package": name, "locked": locked, "installed": installed})
     frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)  # None stays None
-    frame.attrs.update(lock=str(path), checked=len(pins))
+    frame.attrs.update(lock=shown, checked=len(pins))
     frame.attrs["note"] = (
-        f"Every one of the {len(pins)} packages locked in {_shown(path)} is installed at its "
+        f"Every one of the {len(pins)} packages locked in {shown} is installed at its "
         "locked version." if not rows else
-        f"{len(rows)} of the {len(pins)} packages locked in {_shown(path)} are installed at "
-        "another version, or not at all.") + _unlocked(pins)
+        f"{len(rows)} of the {len(pins)} packages locked in {shown} are installed at "
+        "another version, or not at all.")
     return frame
