@@ -50,10 +50,12 @@ def test_a_cache_hit_is_charged_what_computing_the_outputs_cost():
 def test_the_conclusion_says_what_each_regimes_time_bought():
     whole = _timed(fake_run("finetune", "finetune", 0, mask(60), train_n=1000),
                    train_seconds=20.0)
-    best = _timed(fake_run("partial", "partial", 0, mask(120), train_n=4000, val=(0.3,) * 4),
+    best = _timed(fake_run("partial", "partial", 0, mask(120), train_n=4000,
+                           val=(0.3, 0.3, 0.3, 0.5)),
                   train_seconds=30.0, feature_seconds=10.0, feature_images=4500)
     text = discussion.cost_answer([whole, best], ["finetune", "partial"])
-    assert text.startswith("What the training time bought: **partial-s0** 60.0% for 40 s of "
+    assert text.startswith("What the training time bought (float32): **partial-s0** 60.0% for "
+                           "40 s of "
                            "training, 10 s of it the frozen blocks' outputs (computed), "
                            "64 steps, 16,000 images seen; **finetune-s0** 30.0% for 20 s")
     # 16,000 / 2,000 images seen; 40 / 20 s

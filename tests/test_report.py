@@ -70,7 +70,8 @@ def fake_run(experiment, regime, seed, correct, train_n=2000, axes=None, referen
     axes = {**(axes or {}), "seed": seed}
     name = point_name(experiment, axes)
     config = ExperimentConfig(name=name, regime=regime, weights="none", seed=seed,
-                              image_size=image_size, head=head, train_size=train_n)
+                              image_size=image_size, head=head, train_size=train_n,
+                              precision="float32")  # the same on every machine
     return RunRecord(
         config=config,
         metrics=_metrics(name, experiment, regime, axes, reference, correct, train_n,
@@ -109,12 +110,14 @@ def test_sentences_follow_the_numbers():
     row.update({"difference (A − B)": -0.01, "accuracy A": 0.39, "p per seed": [0.6],
                 "differences": [-0.01]})
     assert "not distinguishable" in compare_sentence(row)
-    table = pd.DataFrame({"experiment": ["a", "b"], "test_accuracy": [0.5, 0.1],
+    table = pd.DataFrame({"experiment": ["a", "b"], "val accuracy": [0.48, 0.12],
+                          "test_accuracy": [0.5, 0.1],
                           "sd": [np.nan, np.nan], "seeds": [1, 1],
                           "ci_low": [0.45, 0.08], "ci_high": [0.55, 0.12],
                           "training time (s)": [10.0, 100.0]})
     text = findings(table, pd.DataFrame([row]))
-    assert "Ranked by test accuracy: **a** 50.0% (45.0%–55.0%)" in text
+    assert ("Ranked on validation accuracy, with each test accuracy: **a** (validation 48.0%; "
+            "test 50.0% (45.0%–55.0%))") in text
     assert "Not distinguishable from chance (10%): **b**" in text
     assert "10× longer" in text
 
@@ -337,8 +340,9 @@ def test_tables_read_records():
 
 def test_depth_table_and_sentence():
     runs = []
-    for start, right in ((5, 120), (3, 140), (1, 130)):
-        run = fake_run("depth", "finetune", 0, mask(right), axes={"unfreeze_from": start})
+    for start, right, val in ((5, 120, 0.55), (3, 140, 0.62), (1, 130, 0.60)):
+        run = fake_run("depth", "finetune", 0, mask(right), axes={"unfreeze_from": start},
+                       val=(0.3, val))
         run.config = run.config.model_copy(update={"unfreeze_from": start})
         runs.append(run)
     table = depth.study_table(runs, ["depth"])
@@ -348,6 +352,7 @@ def test_depth_table_and_sentence():
                                          "block 5 and the head"]
     assert not table["ci_low"].isna().any()  # one run each: the Wilson interval
     sentence = depth.finding(runs, ["depth"])
-    assert "fine-tuning from block 3 reached the highest test accuracy, 70.0%" in sentence
+    assert ("fine-tuning from block 3 reached the highest validation accuracy, 62.0% (test "
+            "70.0%)") in sentence
     assert "Fine-tuning everything reached 65.0%" in sentence
     assert "nan" not in depth.formatted(table).to_html()

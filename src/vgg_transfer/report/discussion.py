@@ -10,13 +10,14 @@ from vgg_transfer.report import original, stats
 from vgg_transfer.report.original import FULL_PROTOCOL_IMAGES
 from vgg_transfer.report.selection import (
     ending,
+    ending_val_accuracy,
     first_of_each,
     reference_runs,
     runs_frame,
     still_improving,
     trains_whole_network,
 )
-from vgg_transfer.report.sentences import ALPHA, answer, compare_sentence
+from vgg_transfer.report.sentences import ALPHA, answer, compare_sentence, precisions
 from vgg_transfer.report.studies import (
     calibration,
     data_efficiency,
@@ -68,6 +69,7 @@ def _limit_compute(runs: list[RunRecord]) -> str:
     if len(reference) < 2 or reference[-1].training_seconds < 2 * reference[0].training_seconds:
         return ""
     times = ", ".join(f"{run.metrics.name} {run.training_seconds:,.0f} s" for run in reference)
+    times += f"; {precisions(reference)}"
     return ("**Unequal compute.** The regimes are compared at the budgets declared for them, "
             f"not at equal training time ({times}); the accuracy-against-compute figure on "
             "the comparison page puts them on one time axis.")
@@ -315,10 +317,11 @@ def cost_answer(runs: list[RunRecord], experiments: list[str]) -> str:
     """What each compared regime's reference run bought with its training time, and how the
     best one's images seen and time compare with one-phase fine-tuning's."""
     chosen = sorted((run for name in experiments for run in reference_runs(runs, name)[:1]),
-                    key=lambda run: -run.metrics.test_accuracy)
+                    key=lambda run: -ending_val_accuracy(run))  # best on validation first
     if len(chosen) < 2:
         return ""
-    text = "What the training time bought: " + "; ".join(map(_bought, chosen)) + "."
+    text = (f"What the training time bought ({precisions(chosen)}): "
+            + "; ".join(map(_bought, chosen)) + ".")
     best, whole = chosen[0], next((r for r in chosen if r.metrics.regime == "finetune"), None)
     if whole is not None and best is not whole and whole.training_seconds > 0:
         text += (f" **{best.metrics.name}** saw "

@@ -77,6 +77,17 @@ def ending(run: RunRecord) -> str:
     return "plateau" if any(p["stopped_on_plateau"] for p in run.metrics.phases) else "budget"
 
 
+def ending_val_accuracy(run: RunRecord) -> float:
+    """The validation accuracy of the weights a run ended with: its last phase's restored
+    epoch's (early stopping kept an earlier epoch), else its last epoch's."""
+    history = run.history
+    if "phase" in history and len(run.metrics.phases) > 1:
+        history = history[history["phase"] == history["phase"].iloc[-1]]
+    restored = run.metrics.phases[-1].get("restored_epoch") if run.metrics.phases else None
+    values = history["val_accuracy"]
+    return float(values.iloc[restored - 1] if restored else values.iloc[-1])
+
+
 def trains_whole_network(run: RunRecord) -> bool:
     """Did every phase of the run train the whole convolutional base (no block frozen), as it
     was configured (`finetune` from block 1 does; the `depth` runs from block 5 do not)?"""
@@ -95,9 +106,10 @@ def _row(run: RunRecord) -> dict:
         "test_accuracy": m.test_accuracy,
         "ci_low": m.test_accuracy_ci95[0], "ci_high": m.test_accuracy_ci95[1],
         "test_n": m.test_n, "test_ece": m.test_ece, "test_loss": m.test_loss,
-        "best_val_accuracy": m.best_val_accuracy,
+        "best_val_accuracy": m.best_val_accuracy, "val_accuracy": ending_val_accuracy(run),
         "final_train_accuracy": m.final_train_accuracy, "trainable": m.params.trainable,
         "training_seconds": run.training_seconds, "wall_seconds": t.wall_seconds,
+        "precision": run.config.precision,
         "training_flops": run.training_flops,
         "feature_images_per_second": t.feature_images_per_second,
     }

@@ -12,14 +12,22 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from vgg_transfer.record import RunRecord
-from vgg_transfer.report.selection import at, axis_value, of_experiments, reference_runs, runs_frame
+from vgg_transfer.report.selection import (
+    at,
+    axis_value,
+    ending_val_accuracy,
+    of_experiments,
+    reference_runs,
+    runs_frame,
+)
 from vgg_transfer.report.words import counts
 from vgg_transfer.run.metrics import mcnemar_exact, seed_summary
 
 CHANCE = 0.10  # ten balanced classes
 POINT = ["experiment", "train_n", "image_size", "head"]  # what makes a point, but the seed
 
-PAIR_COLUMNS = ["A", "B", "seeds", "accuracy A", "accuracy B", "difference (A − B)",
+PAIR_COLUMNS = ["A", "B", "seeds", "val A", "val B", "accuracy A", "accuracy B",
+                "difference (A − B)",
                 "only A right", "only B right", "largest p (McNemar, exact)", "p per seed",
                 "differences"]
 
@@ -61,6 +69,22 @@ def by_setting(runs: list[RunRecord], experiments: list[str], axis: str,
 def seeds_per_point(runs: list[RunRecord]) -> pd.Series:
     """How many seeds each point (experiment and setting) ran."""
     return runs_frame(runs).groupby(POINT)["seed"].nunique()
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN ones left out of the family
+    and returned as NaN): the k-th smallest of m is multiplied by m - k + 1, then made
+    non-decreasing and capped at 1. It bounds the chance of any false rejection in the family
+    by the level used, whatever the tests' dependence."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(p))
+    order = present[np.argsort(p[present], kind="stable")]
+    m, running = len(order), 0.0
+    for k, index in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[index]))
+        out[index] = running
+    return out
 
 
 def t_quantile(n: int, confidence: float = 0.95) -> float:
@@ -118,6 +142,8 @@ def paired_test(runs_a: list[RunRecord], runs_b: list[RunRecord], a: str,
     accuracy_b = [rb.metrics.test_accuracy for _, rb in pairs]
     diffs = [x - y for x, y in zip(accuracy_a, accuracy_b)]
     return {"A": a, "B": b, "seeds": len(tests),
+            "val A": float(np.mean([ending_val_accuracy(ra) for ra, _ in pairs])),
+            "val B": float(np.mean([ending_val_accuracy(rb) for _, rb in pairs])),
             "accuracy A": float(np.mean(accuracy_a)), "accuracy B": float(np.mean(accuracy_b)),
             "difference (A − B)": float(np.mean(diffs)),
             "only A right": sum(t["a_only"] for t in tests),
@@ -130,6 +156,7 @@ def swapped(row: dict) -> dict:
     """A paired test's row with A and B exchanged."""
     return {**row, "A": row["B"], "B": row["A"],
             "accuracy A": row["accuracy B"], "accuracy B": row["accuracy A"],
+            "val A": row["val B"], "val B": row["val A"],
             "only A right": row["only B right"], "only B right": row["only A right"],
             "difference (A − B)": -row["difference (A − B)"],
             "differences": [-d for d in row["differences"]]}
@@ -177,9 +204,10 @@ def _experiment_row(name: str, group: pd.DataFrame) -> dict:
         "ci_low": group["ci_low"].iloc[0] if single else summary["ci_low"],
         "ci_high": group["ci_high"].iloc[0] if single else summary["ci_high"],
         "test n": int(group["test_n"].iloc[0]),
-        "best val accuracy": group["best_val_accuracy"].mean(),
+        "val accuracy": group["val_accuracy"].mean(),  # the weights each run ended with
         "trainable parameters": int(group["trainable"].iloc[0]),
         "training time (s)": group["training_seconds"].mean(),
+        "precision": " / ".join(dict.fromkeys(group["precision"])),
         "training TFLOPs": group["training_flops"].mean() / 1e12,
         "wall time (s)": group["wall_seconds"].mean(),
     }

@@ -287,6 +287,11 @@ class Points:
             epoch_images.append(images)
             last = validation_scores(model, *val_data, batch_size)
         best = plateau.ending(len(epoch_images), last) if plateau is not None else None
+        if best is not None:  # the validation accuracy of the weights it ends with
+            val_accuracy = hist["val_accuracy"][plateau.best_epoch - 1]
+        else:
+            val_accuracy = (last or {}).get("val_accuracy", hist["val_accuracy"][-1]
+                                            if hist.get("val_accuracy") else None)
         current = model.get_weights() if best is not None else None
         if best is not None:
             model.set_weights(best)
@@ -297,7 +302,9 @@ class Points:
                 model.set_weights(current)
         self.taken.append({"flops_budget": flops, "epoch_images": epoch_images,
                            "restored_epoch": plateau.best_epoch if best is not None else None,
-                           "ended": "budget", "train_seconds": seconds})
+                           "val_accuracy": None if val_accuracy is None else float(val_accuracy),
+                           "ended": "budget",
+                           "train_seconds": seconds})
         self.probabilities.append(probabilities)
         print(f"budget point {flops:.3g} FLOPs: {sum(epoch_images):,} images seen, test "
               f"scored", flush=True)
@@ -307,7 +314,8 @@ class Points:
         for flops in self.pending:
             self.taken.append({"flops_budget": flops,
                                "epoch_images": list(hist.get("images", [])),
-                               "restored_epoch": None, "ended": "with the run",
+                               "restored_epoch": None, "val_accuracy": None,
+                               "ended": "with the run",
                                "train_seconds": seconds})
             self.probabilities.append(None)
 

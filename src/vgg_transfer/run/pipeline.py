@@ -208,6 +208,8 @@ def budget_points(per_image: dict, split: Split, result: TrainResult,
         return []
     labels, rows = split.data.y_test, []
     (phase,) = result.phases  # budget points need a single-phase run
+    history = result.history["val_accuracy"]
+    run_ends = history[phase["restored_epoch"] - 1] if phase["restored_epoch"] else history[-1]
     for point, scores in zip(result.points.taken, points):
         images = point["epoch_images"]
         compute = flops.run_compute(per_image, [{**phase, "epoch_images": images}],
@@ -217,6 +219,8 @@ def budget_points(per_image: dict, split: Split, result: TrainResult,
                      "flops": compute["flops"]["total"], "epochs": len(images),
                      **steps_and_images(images, batch_size),
                      "restored_epoch": point["restored_epoch"],
+                     "val_accuracy": (run_ends if point["val_accuracy"] is None
+                                      else float(point["val_accuracy"])),
                      **{key: scored[key] for key in ("test_accuracy", "test_accuracy_ci95",
                                                      "test_loss", "test_n", "test_correct")}})
     return rows

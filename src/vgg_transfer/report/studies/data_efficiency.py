@@ -15,14 +15,15 @@ from vgg_transfer.spec.regimes import color
 
 
 def where_transfer_pays(runs: list[RunRecord], baseline: str, transfer: list[str]) -> list[str]:
-    """Per training-set size: the best transfer regime against the from-scratch baseline,
+    """Per training-set size: the transfer regime best on validation against the from-scratch
+    baseline,
     as sentences with their seed-paired McNemar p-values."""
     tests = stats.tests_at(runs, [baseline, *transfer], "train_n")
     lines = []
     for size, group in tests.groupby("train_n", sort=True):
         against = group[(group["A"] == baseline) & group["B"].isin(transfer)]
         if not against.empty:
-            best = against.loc[against["accuracy B"].idxmax()].to_dict()
+            best = against.loc[against["val B"].idxmax()].to_dict()  # chosen on validation
             lines.append(f"**{size:,} images**: " + compare_sentence(stats.swapped(best)))
     return lines
 

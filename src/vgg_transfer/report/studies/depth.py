@@ -20,7 +20,7 @@ def _row(start: int, group: pd.DataFrame) -> dict:
     trained = {1: "everything", 5: "block 5 and the head"}.get(
         int(start), f"blocks {int(start)}-5 and the head")
     return {"unfreeze from block": int(start), "trained": trained, "seeds": acc["n"], "mean": acc["mean"],
-            "sd": acc["sd"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
+            "sd": acc["sd"], "val": float(group["val_accuracy"].mean()), "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
             "images seen": int(group["images_seen"].mean()),
             "optimizer steps": int(group["steps"].mean()),
             "training (s)": float(group["training_seconds"].mean()),
@@ -48,10 +48,11 @@ def sentence(table: pd.DataFrame) -> str:
     at the same images seen (`table`: `study_table`)."""
     if len(table) < 2:
         return ""
-    best = table.loc[table["mean"].idxmax()]
+    best = table.loc[table["val"].idxmax()]  # chosen on validation, reported on test
     text = (f"At {int(best['images seen']):,} images seen, fine-tuning from block "
-            f"{int(best['unfreeze from block'])} reached the highest test accuracy, "
-            f"{best['mean']:.1%}, in {best['training (s)']:,.0f} s of training.")
+            f"{int(best['unfreeze from block'])} reached the highest validation accuracy, "
+            f"{best['val']:.1%} (test {best['mean']:.1%}), in {best['training (s)']:,.0f} s of "
+            "training.")
     whole = table[table["unfreeze from block"] == 1]
     if len(whole) and int(best["unfreeze from block"]) != 1:
         w = whole.iloc[0]
@@ -65,8 +66,10 @@ def formatted(table: pd.DataFrame):
     shown = table.copy()
     shown.insert(2, "test accuracy", [accuracy_cell(r["mean"], r["sd"], r["seeds"], r["ci_low"],
                                                     r["ci_high"]) for _, r in table.iterrows()])
-    shown = shown.drop(columns=["mean", "sd", "ci_low", "ci_high"])
-    return plain(shown, {"images seen": "{:,}", "optimizer steps": "{:,}",
+    shown = shown.drop(columns=["mean", "sd", "ci_low", "ci_high"]).rename(
+        columns={"val": "validation accuracy"})
+    return plain(shown, {"validation accuracy": "{:.1%}", "images seen": "{:,}",
+                         "optimizer steps": "{:,}",
                          "training (s)": "{:,.0f}", "trainable parameters": "{:,}"})
 
 

@@ -1,6 +1,12 @@
 """Which regime for which budget: test accuracy against training compute (FLOPs counted from
 the layers, `run.flops`), one line per regime, the upper envelope, and at each budget the
-best regime tested against the runner-up on the same test images."""
+regime chosen on validation, tested against the runner-up on the same test images.
+
+Nothing here is chosen on the test set: each budget's regimes are ranked by the validation
+accuracy of the weights each point ended with (the mean over seeds where a point has
+several), and the test set only reports the two ranked first. A budget names a winner only
+when at least `MIN_RIVALS` regimes ran at it, one of them from random weights.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,14 @@ import pandas as pd
 
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.figures import chance_line, new_axes, percent_axis
-from vgg_transfer.report.selection import ending, of_experiments
+from vgg_transfer.report.selection import ending, ending_val_accuracy, of_experiments
+from vgg_transfer.report.stats import holm
 from vgg_transfer.report.tables import plain
-from vgg_transfer.run.metrics import mcnemar_exact
+from vgg_transfer.run.metrics import mcnemar_exact, seed_summary
 from vgg_transfer.spec.regimes import color
 
 SCRATCH = ("scratch", "scratch_bn")  # the regimes that start from random weights
+MIN_RIVALS = 3  # regimes a budget needs (one from random weights) before it names a winner
 # fine-tuning from different blocks shares the finetune colour: a line style each
 LINES = {"fine-tune from block 5": ":", "fine-tune from block 4": "-.",
          "fine-tune from block 3": "--", "fine-tune all": "-"}
@@ -50,13 +58,15 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
     rows = []
     for run in budgeted(runs, experiments):
         common = {"series": series(run), "regime": run.metrics.regime, "run": run.name,
-                  "training images": run.metrics.train_n, "frozen blocks": frozen_blocks(run)}
+                  "training images": run.metrics.train_n, "frozen blocks": frozen_blocks(run),
+                  "precision": run.config.precision, "seed": run.config.seed}
         taken = f"inside the {run.config.flops_budget / 1e12:,.3g}-TFLOPs run"
         for index, point in enumerate(run.metrics.budget_points):
             seconds = run.timings.point_seconds[index] + run.feature_cost
             rows.append({**common, "point": point_key(run, index),
                          "budget": point["flops_budget"], "flops": point["flops"],
                          "seconds": seconds, "images seen": point["images_seen"],
+                         "val_accuracy": point.get("val_accuracy", np.nan),
                          "test_accuracy": point["test_accuracy"],
                          "ci_low": point["test_accuracy_ci95"][0],
                          "ci_high": point["test_accuracy_ci95"][1],
@@ -65,13 +75,14 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
         rows.append({**common, "point": point_key(run), "budget": run.config.flops_budget,
                      "flops": run.training_flops, "seconds": run.training_seconds,
                      "images seen": run.metrics.images_seen,
+                     "val_accuracy": ending_val_accuracy(run),
                      "test_accuracy": run.metrics.test_accuracy,
                      "ci_low": run.metrics.test_accuracy_ci95[0],
                      "ci_high": run.metrics.test_accuracy_ci95[1], "ended on": ending(run),
                      "taken": "its own run"})
-    columns = ["series", "regime", "run", "point", "budget", "flops", "seconds",
-               "training images", "images seen", "frozen blocks", "test_accuracy", "ci_low",
-               "ci_high", "ended on", "taken"]
+    columns = ["series", "regime", "run", "point", "seed", "budget", "flops", "seconds",
+               "precision", "training images", "images seen", "frozen blocks", "val_accuracy",
+               "test_accuracy", "ci_low", "ci_high", "ended on", "taken"]
     return pd.DataFrame(rows, columns=columns).sort_values(["series", "budget"],
                                                            ignore_index=True)
 
@@ -91,26 +102,71 @@ def correct(runs: list[RunRecord], experiments: list[str]) -> dict:
     return right
 
 
+def by_series(group: pd.DataFrame) -> pd.DataFrame:
+    """One budget's points, one row per line: validation and test accuracy (means over its
+    seeds), the test accuracy's spread and interval (over seeds; a single point's Wilson
+    interval), and the point of its lowest seed, whose predictions the tests use."""
+    rows = []
+    for name, points in group.sort_values("seed").groupby("series", sort=False):
+        first = points.iloc[0]
+        summary = seed_summary(points["test_accuracy"])
+        single = len(points) == 1
+        rows.append({"series": name, "regime": first["regime"], "point": first["point"],
+                     "seeds": len(points), "flops": points["flops"].mean(),
+                     "val_accuracy": points["val_accuracy"].mean(),
+                     "test_accuracy": summary["mean"], "sd": summary["sd"],
+                     "ci_low": first["ci_low"] if single else summary["ci_low"],
+                     "ci_high": first["ci_high"] if single else summary["ci_high"]})
+    return pd.DataFrame(rows)
+
+
+def rivals_note(lines: pd.DataFrame) -> str:
+    """Why a budget names no winner ("" when it may name one): fewer than `MIN_RIVALS`
+    regimes, or none from random weights."""
+    measured, from_random = len(lines), bool(lines["regime"].isin(SCRATCH).any())
+    if measured >= MIN_RIVALS and from_random:
+        return ""
+    reasons = [f"only {measured} regime{'s' if measured != 1 else ''} measured"] \
+        if measured < MIN_RIVALS else []
+    reasons += [] if from_random else ["none from random weights"]
+    return (" and ".join(reasons)
+            + f"; a winner needs {MIN_RIVALS} regimes, one from random weights")
+
+
 def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
-    """For each budget: the best regime by test accuracy, the runner-up, and McNemar's exact
-    test between the two on the same test images (one point each: the test is the point's)."""
+    """For each budget: its lines ranked by validation accuracy (ties: the cheaper first);
+    the first two's test accuracy with its interval, and McNemar's exact test between them
+    on the same test images, Holm-adjusted across the budgets that name a winner. A budget
+    without enough rivals (`rivals_note`) names none; its row says why."""
     right = correct(runs, experiments)
     points, rows = study_table(runs, experiments), []
     for budget, group in points.groupby("budget", sort=True):
-        ranked = group.sort_values("test_accuracy", ascending=False)
-        best = ranked.iloc[0]
-        row = {"budget": budget, "best": best["series"], "best accuracy": best["test_accuracy"],
-               "best FLOPs": best["flops"], "runner-up": None, "runner-up accuracy": np.nan,
-               "difference": np.nan, "p (McNemar, exact)": np.nan, "points": len(group)}
-        if len(ranked) > 1:
-            second = ranked.iloc[1]
-            test = mcnemar_exact(right[best["point"]], right[second["point"]])
+        lines = by_series(group).sort_values(["val_accuracy", "flops", "series"],
+                                             ascending=[False, True, True], ignore_index=True)
+        first, note = lines.iloc[0], rivals_note(lines)
+        row = {"budget": budget, "best": None if note else first["series"],
+               "best val accuracy": first["val_accuracy"],
+               "best accuracy": first["test_accuracy"], "best sd": first["sd"],
+               "best ci": (first["ci_low"], first["ci_high"]), "best seeds": first["seeds"],
+               "best FLOPs": first["flops"], "runner-up": None,
+               "runner-up val accuracy": np.nan, "runner-up accuracy": np.nan,
+               "runner-up ci": None, "difference": np.nan, "p (McNemar, exact)": np.nan,
+               "points": len(group), "regimes": len(lines), "note": note,
+               "first": first["series"]}
+        if len(lines) > 1 and not note:
+            second = lines.iloc[1]
+            test = mcnemar_exact(right[first["point"]], right[second["point"]])
             row.update({"runner-up": second["series"],
+                        "runner-up val accuracy": second["val_accuracy"],
                         "runner-up accuracy": second["test_accuracy"],
-                        "difference": best["test_accuracy"] - second["test_accuracy"],
+                        "runner-up ci": (second["ci_low"], second["ci_high"]),
+                        "difference": first["test_accuracy"] - second["test_accuracy"],
                         "p (McNemar, exact)": test["p_value"]})
         rows.append(row)
-    return pd.DataFrame(rows)
+    best = pd.DataFrame(rows)
+    if not best.empty:
+        best["p (Holm)"] = holm(best["p (McNemar, exact)"])
+    return best
 
 
 def envelope(points: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +179,8 @@ def envelope(points: pd.DataFrame) -> pd.DataFrame:
 
 def scratch_gap(points: pd.DataFrame) -> dict | None:
     """How much more compute training from scratch needs to reach what transfer reaches: the
-    best accuracy a pretrained regime reached at the smallest budget, and the least compute
+    test accuracy of the pretrained point best on validation at the smallest budget, and the
+    least compute
     a scratch point reached it with (None there when none did: then the ratio is a lower
     bound, from scratch's largest point)."""
     scratch, transfer = (points[points["regime"].isin(SCRATCH)],
@@ -131,7 +188,7 @@ def scratch_gap(points: pd.DataFrame) -> dict | None:
     if scratch.empty or transfer.empty:
         return None
     first = transfer[transfer["budget"] == transfer["budget"].min()]
-    cheapest = first.sort_values(["test_accuracy", "flops"], ascending=[False, True]).iloc[0]
+    cheapest = first.sort_values(["val_accuracy", "flops"], ascending=[False, True]).iloc[0]
     reached = scratch[scratch["test_accuracy"] >= cheapest["test_accuracy"]]
     needed = reached["flops"].min() if len(reached) else None
     most = scratch["flops"].max()
@@ -147,23 +204,33 @@ def finding(runs: list[RunRecord], experiments: list[str]) -> str:
     return sentence(best_per_budget(runs, experiments), study_table(runs, experiments))
 
 
+def _ci(cell) -> str:
+    low, high = cell
+    return f"{low:.1%}–{high:.1%}"
+
+
 def sentence(best: pd.DataFrame, points: pd.DataFrame, alpha: float = 0.05) -> str:
-    """Which regime at which budget, whether the runner-up is beaten, and what training
-    from scratch needs to reach transfer."""
+    """Which regime at which budget (chosen on validation), whether the runner-up is beaten
+    on the test set after Holm's correction, and what training from scratch needs to reach
+    transfer."""
     if best.empty:
         return ""
     parts = []
     for _, row in best.iterrows():
-        text = f"at {row['budget'] / 1e12:,.3g} TFLOPs, {row['best']} ({row['best accuracy']:.1%})"
-        if pd.isna(row["runner-up"]):
-            text += ", the only regime run at that budget"
-        else:
-            verdict = ("ahead of" if row["p (McNemar, exact)"] < alpha
-                       else "not separable from")
-            text += (f", {verdict} {row['runner-up']} ({row['runner-up accuracy']:.1%}; "
-                     f"McNemar p = {row['p (McNemar, exact)']:.2g})")
+        at = f"at {row['budget'] / 1e12:,.3g} TFLOPs"
+        if row["note"]:
+            parts.append(f"{at}, no winner: {row['note']} (the best on validation, "
+                         f"{row['first']}, reached {row['best accuracy']:.1%} on the test set)")
+            continue
+        text = (f"{at}, {row['best']} (validation {row['best val accuracy']:.1%}; test "
+                f"{row['best accuracy']:.1%}, 95% CI {_ci(row['best ci'])})")
+        verdict = "ahead of" if row["p (Holm)"] < alpha else "not separable from"
+        text += (f", {verdict} {row['runner-up']} (validation "
+                 f"{row['runner-up val accuracy']:.1%}; test {row['runner-up accuracy']:.1%}, "
+                 f"95% CI {_ci(row['runner-up ci'])}; McNemar p = "
+                 f"{row['p (McNemar, exact)']:.2g}, Holm-adjusted {row['p (Holm)']:.2g})")
         parts.append(text)
-    answer = "The best regime for each budget: " + "; ".join(parts) + "."
+    answer = ("The regime chosen on validation at each budget: " + "; ".join(parts) + ".")
     gap = scratch_gap(points)
     if gap is not None:
         if gap["reached"]:
@@ -181,15 +248,28 @@ def sentence(best: pd.DataFrame, points: pd.DataFrame, alpha: float = 0.05) -> s
 
 
 def formatted(best: pd.DataFrame):
-    """The per-budget table as a reader sees it."""
-    shown = best.assign(**{"budget (TFLOPs)": best["budget"] / 1e12,
-                           "best's TFLOPs": best["best FLOPs"] / 1e12})
-    shown = shown[["budget (TFLOPs)", "best", "best accuracy", "best's TFLOPs", "runner-up",
-                   "runner-up accuracy", "difference", "p (McNemar, exact)", "points"]]
-    return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "best accuracy": "{:.1%}",
-                         "best's TFLOPs": "{:,.3g}", "runner-up accuracy": "{:.1%}",
-                         "difference": "{:+.1%}", "p (McNemar, exact)": "{:.2g}"},
-                 missing="—")  # a budget only one regime ran at has no runner-up
+    """The per-budget table as a reader sees it: the winner and runner-up chosen on
+    validation, their test accuracy with its interval, and the tests; a budget without
+    enough rivals shows why in place of a winner."""
+    def accuracy(row, prefix):
+        if pd.isna(row[f"{prefix}accuracy"]) or (prefix and pd.isna(row["runner-up"])):
+            return None
+        ci = row["best ci" if not prefix else "runner-up ci"]
+        return f"{row[f'{prefix}accuracy']:.1%} ({_ci(ci)})"
+
+    shown = pd.DataFrame({
+        "budget (TFLOPs)": best["budget"] / 1e12,
+        "chosen on validation": [f"none: {row['note']}" if row["note"] else row["best"]
+                                 for _, row in best.iterrows()],
+        "its validation": best["best val accuracy"],
+        "its test (95% CI)": [accuracy(row, "best ") for _, row in best.iterrows()],
+        "runner-up": best["runner-up"],
+        "runner-up test (95% CI)": [accuracy(row, "runner-up ") for _, row in best.iterrows()],
+        "p (McNemar, exact)": best["p (McNemar, exact)"], "p (Holm)": best["p (Holm)"],
+        "regimes": best["regimes"], "points": best["points"]})
+    return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "its validation": "{:.1%}",
+                         "p (McNemar, exact)": "{:.2g}", "p (Holm)": "{:.2g}"},
+                 missing="—")  # a budget that names no winner has no runner-up
 
 
 def plot(points: pd.DataFrame, ax=None):
@@ -218,9 +298,12 @@ def formatted_points(points: pd.DataFrame):
     """Every budget point as a reader sees it."""
     shown = points.assign(**{"budget (TFLOPs)": points["budget"] / 1e12,
                              "spent (TFLOPs)": points["flops"] / 1e12,
+                             "validation accuracy": points["val_accuracy"],
                              "test accuracy": points["test_accuracy"]})
-    shown = shown[["series", "budget (TFLOPs)", "spent (TFLOPs)", "seconds", "training images",
-                   "images seen", "frozen blocks", "test accuracy", "ended on", "taken"]]
+    shown = shown[["series", "budget (TFLOPs)", "spent (TFLOPs)", "seconds", "precision",
+                   "training images", "images seen", "frozen blocks", "seed",
+                   "validation accuracy", "test accuracy", "ended on", "taken"]]
     return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "spent (TFLOPs)": "{:,.3g}",
                          "seconds": "{:,.0f}", "training images": "{:,}", "images seen": "{:,}",
-                         "test accuracy": "{:.1%}"})
+                         "validation accuracy": "{:.1%}", "test accuracy": "{:.1%}"},
+                 missing="—")
