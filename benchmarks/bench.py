@@ -21,7 +21,8 @@ Measures, on the same random images and batches:
   (`--backends` picks them).
 
 The rest runs on the backend this process loaded (KERAS_BACKEND; TensorFlow by default).
-Each timing excludes a warm-up (graph tracing, compilation) and covers only the work it names.
+Each timing excludes a warm-up (graph tracing, compilation), covers only the work it names,
+and is the fastest of three repeats.
 """
 
 from __future__ import annotations
@@ -51,28 +52,44 @@ def images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32"), rng.integers(0, 10, n)
 
 
+REPEATS = 3  # timed epochs per measurement, after one that traces the graph
+
+
 def fit_epoch_seconds(model, x, y, batch_size: int) -> float:
-    """Seconds of the second of two `fit` epochs (the first traces the graph)."""
+    """Seconds of the fastest of `REPEATS` `fit` epochs after a first that traces the graph:
+    the least time the work took, which interference from outside the process can only
+    lengthen."""
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
-    start = time.perf_counter()
-    model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
-    return time.perf_counter() - start
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def raw_epoch_seconds(model, x, y, batch_size: int) -> float:
-    """Seconds of one epoch of bare `train_on_batch` calls over the same batches."""
+    """Seconds of the fastest of `REPEATS` epochs of bare `train_on_batch` calls over the same
+    batches."""
     model.train_on_batch(x[:batch_size], y[:batch_size])
-    start = time.perf_counter()
-    for i in range(0, len(x), batch_size):
-        model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
-    return time.perf_counter() - start
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        for i in range(0, len(x), batch_size):
+            model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def predict_seconds(model, x, batch_size: int) -> float:
+    """Seconds of the fastest of `REPEATS` predictions over `x`, after a warm-up."""
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
-    start = time.perf_counter()
-    model.predict(x, batch_size=batch_size, verbose=0)
-    return time.perf_counter() - start
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        model.predict(x, batch_size=batch_size, verbose=0)
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def bench(n: int, batch_size: int, bf16: bool) -> dict:
@@ -157,10 +174,13 @@ def parity(data_dir: str, weights: str, folder: Path, bf16: bool) -> dict:
     """Fine-tuning from block 4 for one epoch of 45,000 images (5,000 validation), the same
     seed and data order, in each precision, through the project's own pipeline (each run's
     record lands in `folder`): test accuracy with its 95% interval, validation accuracy,
-    seconds, and McNemar's test between the two on the same test images."""
+    seconds, and McNemar's test between the two on the same test images. A run whose folder
+    holds a finished record with the same run key (config, data, weights, schema and run
+    code, as the runner keys runs) is read, not trained again."""
     from vgg_transfer.record import RunRecord
-    from vgg_transfer.run import pipeline
+    from vgg_transfer.run import fingerprint, pipeline
     from vgg_transfer.run.metrics import mcnemar_exact
+    from vgg_transfer.runner.sweep import is_current, run_key
     from vgg_transfer.spec.config import make_config
 
     out, correct = {}, {}
@@ -169,7 +189,10 @@ def parity(data_dir: str, weights: str, folder: Path, bf16: bool) -> dict:
                            "unfreeze_from": 4, "weights": weights, "data_dir": data_dir,
                            "epochs": 1, "val_size": 5000, "precision": policy,
                            "save_model": False}, where="parity")
-        pipeline.run(cfg, folder / cfg.name)
+        key = run_key(cfg, fingerprint.code_hash())
+        if not is_current(folder / cfg.name, key):
+            pipeline.run(cfg, folder / cfg.name)
+            (folder / cfg.name / "run_key").write_text(key)
         record = RunRecord.load(folder / cfg.name)
         m, correct[policy] = record.metrics, record.correct
         out[policy] = {"test_accuracy": m.test_accuracy, "test_accuracy_ci95": m.test_accuracy_ci95,
@@ -180,7 +203,7 @@ def parity(data_dir: str, weights: str, folder: Path, bf16: bool) -> dict:
         low, high = out["float32"]["test_accuracy_ci95"]
         loss = out["float32"]["test_accuracy"] - out["mixed_bfloat16"]["test_accuracy"]
         out.update(loss_points=100 * loss, half_width_points=100 * (high - low) / 2,
-                   mcnemar_p=mcnemar_exact(correct["float32"], correct["mixed_bfloat16"])["p"])
+                   mcnemar_p=mcnemar_exact(correct["float32"], correct["mixed_bfloat16"])["p_value"])
         out["bf16_within"] = out["loss_points"] <= out["half_width_points"]
     return out
 
@@ -365,6 +388,9 @@ def main() -> None:
         return
     print(f"CPU: {provenance.cpu_model()}, flags {provenance.hardware()['cpu_flags']}",
           flush=True)
+    names = [name.strip() for name in args.backends.split(",") if name.strip()]
+    backends = backend_speeds(names, args.images, args.batch_size, args.bf16,
+                              args.backend_timeout)  # first, while this process is idle
     results = bench(args.images, args.batch_size, args.bf16)
     if args.data_dir:
         results["accuracy"] = accuracy_check(args.data_dir, args.weights, args.check_images,
@@ -372,9 +398,7 @@ def main() -> None:
         if args.parity:
             results["parity"] = parity(args.data_dir, args.weights,
                                        Path(args.out).parent / "parity", args.bf16)
-    names = [name.strip() for name in args.backends.split(",") if name.strip()]
-    results["backends"] = backend_speeds(names, args.images, args.batch_size, args.bf16,
-                                         args.backend_timeout)
+    results["backends"] = backends
     files.write_json(Path(args.out), results)
     print("\n" + table(results))
     print(f"\nwritten: {args.out}")
