@@ -203,7 +203,8 @@ def parity(data_dir: str, weights: str, folder: Path, bf16: bool) -> dict:
         low, high = out["float32"]["test_accuracy_ci95"]
         loss = out["float32"]["test_accuracy"] - out["mixed_bfloat16"]["test_accuracy"]
         out.update(loss_points=100 * loss, half_width_points=100 * (high - low) / 2,
-                   mcnemar_p=mcnemar_exact(correct["float32"], correct["mixed_bfloat16"])["p_value"])
+                   mcnemar_p=mcnemar_exact(correct["float32"],
+                                           correct["mixed_bfloat16"])["p_value"])
         out["bf16_within"] = out["loss_points"] <= out["half_width_points"]
     return out
 
@@ -353,7 +354,7 @@ def backend_lines(backends: dict) -> list[str]:
                 lines.append(f"{name + ' ' + policy + ': failed':<52}{row['error'][:60]}")
                 continue
             label = f"{name} {row['version']} {policy}"
-            lines.append(f"{label + ' VGG16 train / infer, images/s':<52}"
+            lines.append(f"{label + ' VGG16 train / infer, images/s':<52} "
                          f"{row['train_images_per_s']:>5.1f} / {row['inference_images_per_s']:.1f}")
     return lines
 

@@ -103,7 +103,8 @@ def plot_accuracy_vs_compute(runs: list[RunRecord], axes=None):
         percent_axis(ax.yaxis)
         chance_line(ax, vertical=False)
     axes[0].set_title("In FLOPs (diamonds: test accuracy at the end)")
-    axes[1].set_title("In seconds")
+    policies = " / ".join(dict.fromkeys(run.config.precision for run in runs))
+    axes[1].set_title(f"In seconds ({policies})")
     axes[1].legend(fontsize="small", loc="best")
     return fig
 
@@ -251,7 +252,8 @@ def plot_cost(cost: pd.DataFrame):
     ax.set_xscale("log")
     ax.set_xlabel("training time, s (log scale; features included)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy for the time spent")
+    policies = " / ".join(dict.fromkeys(cost["precision"])) if "precision" in cost else ""
+    ax.set_title("Accuracy for the time spent" + (f" ({policies})" if policies else ""))
     return fig
 
 
