@@ -52,44 +52,41 @@ def images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32"), rng.integers(0, 10, n)
 
 
-REPEATS = 3  # timed epochs per measurement, after one that traces the graph
+REPEATS = 3  # timed repeats per measurement, after a warm-up
+
+
+def fastest(work) -> float:
+    """Seconds of the fastest of `REPEATS` calls of `work()`: the least time the work took,
+    which interference from outside the process can only lengthen."""
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def fit_epoch_seconds(model, x, y, batch_size: int) -> float:
-    """Seconds of the fastest of `REPEATS` `fit` epochs after a first that traces the graph:
-    the least time the work took, which interference from outside the process can only
-    lengthen."""
+    """Seconds of the fastest `fit` epoch after a first that traces the graph."""
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return fastest(lambda: model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0,
+                                     shuffle=False))
 
 
 def raw_epoch_seconds(model, x, y, batch_size: int) -> float:
-    """Seconds of the fastest of `REPEATS` epochs of bare `train_on_batch` calls over the same
-    batches."""
+    """Seconds of the fastest epoch of bare `train_on_batch` calls over the same batches."""
     model.train_on_batch(x[:batch_size], y[:batch_size])
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
+
+    def epoch():
         for i in range(0, len(x), batch_size):
             model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return fastest(epoch)
 
 
 def predict_seconds(model, x, batch_size: int) -> float:
-    """Seconds of the fastest of `REPEATS` predictions over `x`, after a warm-up."""
+    """Seconds of the fastest prediction over `x`, after a warm-up."""
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        model.predict(x, batch_size=batch_size, verbose=0)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return fastest(lambda: model.predict(x, batch_size=batch_size, verbose=0))
 
 
 def bench(n: int, batch_size: int, bf16: bool) -> dict:

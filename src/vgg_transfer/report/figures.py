@@ -14,6 +14,7 @@ from vgg_transfer import CLASS_NAMES
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.selection import compute_curve
 from vgg_transfer.report.stats import CHANCE
+from vgg_transfer.report.words import distinct
 from vgg_transfer.run.metrics import SAMPLES, pick_examples, seed_summary
 from vgg_transfer.spec.regimes import color
 
@@ -103,8 +104,7 @@ def plot_accuracy_vs_compute(runs: list[RunRecord], axes=None):
         percent_axis(ax.yaxis)
         chance_line(ax, vertical=False)
     axes[0].set_title("In FLOPs (diamonds: test accuracy at the end)")
-    policies = " / ".join(dict.fromkeys(run.config.precision for run in runs))
-    axes[1].set_title(f"In seconds ({policies})")
+    axes[1].set_title(f"In seconds ({distinct(run.config.precision for run in runs)})")
     axes[1].legend(fontsize="small", loc="best")
     return fig
 
@@ -252,8 +252,8 @@ def plot_cost(cost: pd.DataFrame):
     ax.set_xscale("log")
     ax.set_xlabel("training time, s (log scale; features included)")
     ax.set_ylabel("test accuracy")
-    policies = " / ".join(dict.fromkeys(cost["precision"])) if "precision" in cost else ""
-    ax.set_title("Accuracy for the time spent" + (f" ({policies})" if policies else ""))
+    policies = f" ({distinct(cost['precision'])})" if "precision" in cost else ""
+    ax.set_title("Accuracy for the time spent" + policies)
     return fig
 
 

@@ -17,7 +17,7 @@ from vgg_transfer.report.selection import (
     reference_runs,
     runs_frame,
 )
-from vgg_transfer.report.words import accuracy_cell, listing, phrase, plural
+from vgg_transfer.report.words import accuracy_cell, distinct, listing, phrase, plural
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.profiles import STUDIES
 
@@ -240,7 +240,7 @@ def _training_cost(table: pd.DataFrame) -> str:
     fastest, slowest = table.loc[table[seconds].idxmin()], table.loc[table[seconds].idxmax()]
     if fastest["experiment"] == slowest["experiment"]:
         return ""
-    precision = " / ".join(dict.fromkeys(table["precision"])) if "precision" in table else ""
+    precision = distinct(table["precision"]) if "precision" in table else ""
     return (f"Training cost: **{fastest['experiment']}** trained in {fastest[seconds]:.0f} s, "
             f"**{slowest['experiment']}** in {slowest[seconds]:.0f} s, "
             f"{slowest[seconds] / max(fastest[seconds], 1e-9):.0f}× longer"

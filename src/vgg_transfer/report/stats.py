@@ -20,7 +20,7 @@ from vgg_transfer.report.selection import (
     reference_runs,
     runs_frame,
 )
-from vgg_transfer.report.words import counts
+from vgg_transfer.report.words import counts, distinct
 from vgg_transfer.run.metrics import mcnemar_exact, seed_summary
 
 CHANCE = 0.10  # ten balanced classes
@@ -199,7 +199,7 @@ def _experiment_row(name: str, group: pd.DataFrame) -> dict:
         "weights": group["weights"].iloc[0], "train images": int(group["train_n"].iloc[0]),
         "epochs": counts(group["epochs"]), "optimizer steps": counts(group["steps"]),
         "images seen": counts(group["images_seen"]),
-        "ended on": " / ".join(dict.fromkeys(group["ended"])), "seeds": summary["n"],
+        "ended on": distinct(group["ended"]), "seeds": summary["n"],
         "test_accuracy": summary["mean"], "sd": summary["sd"],
         "ci_low": group["ci_low"].iloc[0] if single else summary["ci_low"],
         "ci_high": group["ci_high"].iloc[0] if single else summary["ci_high"],
@@ -207,7 +207,7 @@ def _experiment_row(name: str, group: pd.DataFrame) -> dict:
         "val accuracy": group["val_accuracy"].mean(),  # the weights each run ended with
         "trainable parameters": int(group["trainable"].iloc[0]),
         "training time (s)": group["training_seconds"].mean(),
-        "precision": " / ".join(dict.fromkeys(group["precision"])),
+        "precision": distinct(group["precision"]),
         "training TFLOPs": group["training_flops"].mean() / 1e12,
         "wall time (s)": group["wall_seconds"].mean(),
     }

@@ -12,7 +12,7 @@ import pandas as pd
 from vgg_transfer import CLASS_NAMES
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.selection import ending, setting
-from vgg_transfer.report.words import accuracy_cell
+from vgg_transfer.report.words import accuracy_cell, distinct
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.profiles import Point
 
@@ -141,7 +141,7 @@ def cost_table(runs: list[RunRecord]) -> pd.DataFrame:
     """Where the time went, per setting (mean over its seeds), and the throughput."""
     frame = pd.DataFrame([_cost_row(run) for run in runs])
     first = {"regime": "first", "trainable parameters": "first", "runs": "sum",
-             "precision": lambda values: " / ".join(dict.fromkeys(values)),
+             "precision": distinct,
              "peak memory (MB)": "max"}
     return frame.groupby("setting", sort=False).agg(
         {col: first.get(col, "mean") for col in frame.columns if col != "setting"}).reset_index()

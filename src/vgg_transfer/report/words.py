@@ -17,6 +17,11 @@ def listing(items: list[str], conjunction: str = "and") -> str:
             else ", ".join(items[:-1]) + f" {conjunction} " + items[-1])
 
 
+def distinct(values) -> str:
+    """Each value once, in first-seen order: "mixed_bfloat16", "float32 / mixed_bfloat16"."""
+    return " / ".join(dict.fromkeys(str(v) for v in values))
+
+
 def counts(values) -> str:
     """Distinct counts without a unit: [3, 30] -> "3 or 30"."""
     return phrase(values, "x").rsplit(" ", 1)[0]
