@@ -104,35 +104,42 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     assert studies["study"] == set(STUDIES) - {"depth", "data_efficiency"}
     assert studies["study_gpu"] == set(STUDIES) - {"frontier"}
     study = resolve_profile(spec, "study", env=env)
-    # the frontier's 15 runs first, in the order the profile's `only` lists them
-    assert [p.experiment for p in study[:15]] == (["budget_finetune"] * 6 + ["budget_frozen"] * 4
-                                                  + ["budget_two_phase"] * 3
-                                                  + ["budget_scratch", "budget_scratch_bn"])
+    frontier_names = profile_studies(spec, "study")["frontier"]
+    frontier = [p.cfg for p in study if p.experiment in frontier_names]
+    # the frontier's runs first, in the order the profile's `only` lists them
+    assert [p.experiment for p in study[:len(frontier)]] == sorted(
+        (p.experiment for p in study if p.experiment in frontier_names),
+        key=["budget_finetune", "budget_frozen", "budget_two_phase", "budget_scratch",
+             "budget_scratch_bn"].index)
     assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64}
-    frontier = [p.cfg for p in study if p.experiment in profile_studies(spec, "study")["frontier"]]
     assert all(c.flops_budget for c in frontier)
     # all 49,000 training images, except where caching them would cost more than the budget
     assert all(c.train_size is None for c in frontier if c.flops_budget > 3.2e13
                or c.regime in ("scratch", "scratch_bn", "finetune"))
-    lines = {}
-    for c in frontier:  # every line of the frontier at budgets spanning 10x or more
+    lines, seeds = {}, {}
+    for c in frontier:  # every budget a line reaches, and the seeds at each
         line = (c.regime, c.unfreeze_from if c.regime == "finetune" else None)
-        lines.setdefault(line, set()).update([c.flops_budget, *(c.budget_points or [])])
+        for budget in [c.flops_budget, *(c.budget_points or [])]:
+            lines.setdefault(line, set()).add(budget)
+            seeds.setdefault((line, budget), set()).add(c.seed)
     assert {r for r, _ in lines} == {"scratch", "scratch_bn", "frozen", "finetune", "two_phase"}
-    assert {u for r, u in lines if r == "finetune"} == {1, 3, 4, 5}
     assert all(max(b) >= 10 * min(b) for b in lines.values())
+    budgets = sorted(set().union(*lines.values()))
+    assert budgets == [1.25e12, 4e12, 1.25e13, 4e13, 1.25e14]
+    for budget in budgets[:-1]:  # three regimes or more, one from random weights, at each
+        regimes_at = {r for (r, _), b in lines.items() if budget in b}
+        assert len(regimes_at) >= 3 and regimes_at & {"scratch", "scratch_bn"}, budget
+    # the top budget: fine-tuning everything beside the best partial depth (from block 4)
+    assert {line for line, b in lines.items() if 1.25e14 in b} == {("finetune", 1), ("finetune", 4)}
+    # every point under 5 TFLOPs has three seeds; the costlier ones one
+    assert all(len(s) == 3 if budget < 5e12 else s == {0} for (_, budget), s in seeds.items())
     # below what caching every image costs, fine-tuning runs the frozen blocks on the fly,
     # and the frozen regime caches a subset its budget pays for (0.626 GFLOPs an image)
     assert all(not c.cache_features for c in frontier
                if c.regime == "finetune" and c.flops_budget < 2.8e13)
-    # a line trained on the fly is one run, scored inside it at its smaller budgets
-    on_the_fly = [c for c in frontier if c.regime in ("scratch", "scratch_bn")
-                  or (c.regime == "finetune" and not c.cache_features)]
-    assert len(on_the_fly) == 6 and all(c.budget_points == [1.25e12, 4e12] for c in on_the_fly)
-    assert len(frontier) == 15
     small = [c for c in frontier
              if c.regime in ("frozen", "two_phase") and c.flops_budget < 3.2e13]
-    assert len(small) == 5 and all(c.cache_features and c.train_size for c in small)
+    assert all(c.cache_features and c.train_size for c in small)
     assert all((c.train_size + c.val_size) * 0.626e9 < 0.95 * c.flops_budget for c in small)
 
 

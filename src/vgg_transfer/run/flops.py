@@ -115,3 +115,37 @@ def run_compute(per_image: dict, phases: list[dict], train_n: int, val_n: int) -
                       "total": trained + validation + frozen},
             "before_training": before, "per_epoch": per_epoch,
             "forward_per_image": dict(per_image)}
+
+
+def planned_range(per_image: dict, phases: list[tuple[int, int, int, int | None]],
+                  train_n: int, val_n: int, batch_size: int,
+                  budget: float | None = None) -> tuple[float, float]:
+    """The least and the most training FLOPs a run can spend, before it runs: its epochs
+    charged as `run_compute` counts them and, under a `budget`, trimmed as the run's ledger
+    trims them (each epoch trains on the whole batches the budget still affords after its
+    validation; the epoch that cannot afford them all is the last).
+
+    Args:
+        per_image: `forward_per_image` of the run's model.
+        phases: (frozen blocks, cached blocks, epoch cap, patience or None) per phase; a
+            phase with patience may stop after patience + 1 epochs (a plateau needs them).
+        train_n, val_n: training and validation images.
+        budget: the run's `flops_budget`, if any.
+    """
+    cached = max((blocks for frozen, blocks, _, _ in phases if frozen), default=0)
+    spent = {"least": cached_cost(per_image, 0, cached, train_n + val_n)}
+    spent["most"] = spent["least"]
+    for bound in spent:
+        for frozen, blocks, epochs, patience in phases:
+            image, validation = phase_costs(per_image, frozen, blocks if frozen else 0, val_n)
+            fewest = min(epochs, patience + 1) if patience else epochs
+            for _ in range(fewest if bound == "least" else epochs):
+                left = math.inf if budget is None else budget - spent[bound] - validation
+                images = train_n if left >= train_n * image else max(
+                    0, int(left // (image * batch_size)) * batch_size)
+                if not images:
+                    break
+                spent[bound] += images * image + validation
+                if images < train_n:
+                    break
+    return float(spent["least"]), float(spent["most"])

@@ -96,6 +96,19 @@ def build(cfg: ExperimentConfig, timings: dict) -> Built:
     return built
 
 
+def planned_flops(cfg: ExperimentConfig, train_n: int) -> tuple[float, float]:
+    """The least and the most training FLOPs a run of `cfg` can spend, before it trains
+    (`flops.planned_range`), on `train_n` training images unless `train_size` says fewer:
+    whether a profile compares its regimes at equal compute is known from its file."""
+    built = build_model(cfg.regime, "none", cfg.image_size, cfg.head, cfg.augment)
+    caches = cfg.cache_features and built.base is not None and not built.augment
+    phases = [(phase.frozen, phase.frozen if caches else 0, phase.epochs, phase.patience)
+              for phase in plan(cfg.regime, cfg)]
+    return flops.planned_range(flops.forward_per_image(built), phases,
+                               cfg.train_size or train_n, cfg.val_size, cfg.batch_size,
+                               cfg.flops_budget)
+
+
 def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
                   folder: Path) -> FeatureCache:
     """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
