@@ -127,7 +127,7 @@ def test_what_scratch_needs_to_reach_transfer():
     assert gap["transfer"] == "frozen" and gap["accuracy"] == 0.41 and gap["reached"]
     assert np.isclose(gap["ratio"], 0.95e14 / 0.2e12)
     text = frontier.sentence(frontier.best_per_budget(RUNS, EXPERIMENTS), points)
-    assert ("at 1 TFLOPs, frozen (validation 40.5%; test 41.0%, 95% CI 38.0%–44.0%), not "
+    assert ("at 1 TFLOPs, frozen (validation 40.5%; test 41.0% (95% CI 38.0%–44.0%)), not "
             "separable from fine-tune from block 4") in text
     assert "475.0× the compute" in text
     weaker = [r for r in RUNS if not (r.experiment == "scratch" and r.config.flops_budget == 1e14)]
@@ -198,3 +198,30 @@ def test_points_scored_inside_a_run_are_points_of_their_own():
     pd.testing.assert_frame_equal(frontier.best_per_budget(merged, EXPERIMENTS),
                                   frontier.best_per_budget(RUNS, EXPERIMENTS))
     assert "inside the 100-TFLOPs run" in frontier.formatted_points(points).to_html()
+
+
+def test_seeds_at_a_budget_are_ranked_shown_and_plotted_by_their_mean():
+    # two more seeds of frozen and scratch at the smallest budget: frozen's mean validation
+    # falls below fine-tuning from block 4's single run, which is chosen
+    seeds = [_point("frozen", "frozen", 1e12, 0.2e12, n, val=v, seed=s, offset=10 * s)
+             for s, n, v in ((1, 360, 0.30), (2, 380, 0.31))]
+    seeds += [_point("scratch", "scratch", 1e12, 0.95e12, n, seed=s) for s, n in ((1, 170),
+                                                                                  (2, 160))]
+    runs = [*RUNS, *seeds]
+    best = frontier.best_per_budget(runs, EXPERIMENTS)
+    first = best[best["budget"] == 1e12].iloc[0]
+    assert first["best"] == "fine-tune from block 4" and first["runner-up"] == "frozen"
+    assert first["runner-up seeds"] == 3
+    assert np.isclose(first["runner-up accuracy"], (410 + 360 + 380) / 3000)
+    means = frontier.line_means(frontier.study_table(runs, EXPERIMENTS))
+    frozen = means[(means["series"] == "frozen") & (means["budget"] == 1e12)].iloc[0]
+    assert frozen["seeds"] == 3 and np.isclose(frozen["sd"], np.std([.41, .36, .38], ddof=1))
+    # the tables say mean ± sd over seeds, labelled; one run shows its interval alone
+    html = frontier.formatted_lines(frontier.study_table(runs, EXPERIMENTS)).to_html()
+    assert "38.3% ± 2.5" in html
+    assert "± 2.5" in frontier.formatted(best).to_html()
+    text = frontier.sentence(best, frontier.study_table(runs, EXPERIMENTS))
+    assert "38.3% ± 2.5, mean ± sd of 3 seeds" in text
+    # the figure draws one line per regime through its means, each seed a dot
+    fig = frontier.plot(frontier.study_table(runs, EXPERIMENTS))
+    assert len(fig.axes[0].collections) >= 4

@@ -331,15 +331,25 @@ def cost_answer(runs: list[RunRecord], experiments: list[str]) -> str:
     return text
 
 
-STUDY_FINDINGS = {"frontier": frontier.finding, "seeds": seeds.finding,
+def _frontier_gap(runs: list[RunRecord], experiments: list[str]) -> str:
+    return frontier.gap_sentence(frontier.study_table(runs, experiments)).strip()
+
+
+STUDY_FINDINGS = {"frontier": _frontier_gap, "seeds": seeds.finding,
                   "resolution": resolution.finding, "depth": depth.finding,
                   "calibration": calibration.finding, "gradcam": gradcam.finding}
 
 
 def conclusion(runs: list[RunRecord], studies: dict[str, list[str]], compare: list[str]) -> str:
-    """The answer to the report's question, then what each study adds, as markdown bullets."""
-    lines = [answer(runs, studies.get("protocol") or compare),
-             cost_answer(runs, studies.get("protocol") or compare)]
+    """What the runs add to the answer (`answer.table`, which the page shows first), as
+    markdown bullets: the best pretrained regime against the best from scratch, what the
+    training time bought, then each study's finding. Where the frontier gives the answer,
+    the protocol's runs are labelled as what they are: each regime at its own compute."""
+    experiments = studies.get("protocol") or compare
+    lead = ("The corrected protocol's runs train each regime at its own compute, so they "
+            "answer no budget's question. " if studies.get("frontier") else
+            "Does transfer learning beat training from scratch, on this build's budget? ")
+    lines = [answer(runs, experiments, lead), cost_answer(runs, experiments)]
     if "protocol" in studies:
         lines += _protocol_findings(runs)
     if "data_efficiency" in studies:

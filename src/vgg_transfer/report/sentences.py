@@ -174,6 +174,15 @@ def _significant(row: dict, sign: int, alpha: float) -> tuple[int, int]:
     return ahead, behind
 
 
+def _which(row: dict, ps: list[float], lead: str = ", ") -> str:
+    """Which runs a comparison's accuracies are: means over seeds, or one seed's where the
+    experiments have several (never a mean beside one seed's value unlabelled)."""
+    if len(ps) > 1:
+        return f"{lead}means over seeds" if lead == ", " else " (means over seeds)"
+    seed = row.get("paired on") or ""
+    return "" if not seed else (f"{lead}{seed}" if lead == ", " else f" ({seed})")
+
+
 def compare_sentence(row: dict, alpha: float = ALPHA) -> str:
     """One pairwise comparison as a sentence, with its McNemar p-values.
 
@@ -182,12 +191,13 @@ def compare_sentence(row: dict, alpha: float = ALPHA) -> str:
     """
     a, b, diff, ps = row["A"], row["B"], row["difference (A − B)"], list(row["p per seed"])
     if not any(p < alpha for p in ps):
-        return (f"**{a}** ({row['accuracy A']:.1%}) and **{b}** ({row['accuracy B']:.1%}) "
-                f"are not distinguishable on these test images ({_p_text(ps)}).")
+        return (f"**{a}** ({row['accuracy A']:.1%}) and **{b}** ({row['accuracy B']:.1%})"
+                f"{_which(row, ps, ' on ')} are not distinguishable on these test images "
+                f"({_p_text(ps)}).")
     sign = 1 if row["accuracy A"] >= row["accuracy B"] else -1
     (winner, won), (loser, lost) = [(a, row["accuracy A"]), (b, row["accuracy B"])][::sign]
     ahead, behind = _significant(row, sign, alpha)
-    acc = f"({won:.1%} against {lost:.1%}{', means over seeds' if len(ps) > 1 else ''})"
+    acc = f"({won:.1%} against {lost:.1%}{_which(row, ps)})"
     if ahead == len(ps):
         every = " in every seed" if len(ps) > 1 else ""
         return (f"**{winner}** beats **{loser}** by {abs(diff) * 100:.1f} points {acc}"
@@ -254,10 +264,11 @@ def findings(table: pd.DataFrame, tests: pd.DataFrame) -> str:
     return "\n".join(f"- {line}" for line in lines if line)
 
 
-def answer(runs: list[RunRecord], experiments: list[str]) -> str:
-    """The report's answer to its question, from the reference runs: the best pretrained
-    regime against the best from-scratch one, each chosen on validation, with the
-    seed-paired test on the test set."""
+def answer(runs: list[RunRecord], experiments: list[str],
+           lead: str = "Does transfer learning beat training from scratch, on this build's "
+                       "budget? ") -> str:
+    """The best pretrained regime of these experiments against the best from-scratch one,
+    each chosen on validation, with the seed-paired test on the test set (`lead` first)."""
     table = stats.by_experiment(of_experiments(runs, experiments))
     if table.empty:
         return ""
@@ -271,10 +282,8 @@ def answer(runs: list[RunRecord], experiments: list[str]) -> str:
                             best_t, best_s)
     if row is None:
         return ""
-    return ("Does transfer learning beat training from scratch, on this build's budget? The "
-            "best pretrained regime against the best from-scratch one (each chosen on "
-            "validation): "
-            + compare_sentence(row))
+    return (lead + "The best pretrained regime against the best from-scratch one (each chosen "
+            "on validation): " + compare_sentence(row))
 
 
 def equal_compute(table: pd.DataFrame, tolerance: float = 0.10) -> str:

@@ -29,7 +29,7 @@ POINT = ["experiment", "train_n", "image_size", "head"]  # what makes a point, b
 PAIR_COLUMNS = ["A", "B", "seeds", "val A", "val B", "accuracy A", "accuracy B",
                 "difference (A − B)",
                 "only A right", "only B right", "largest p (McNemar, exact)", "p per seed",
-                "differences"]
+                "differences", "paired on"]
 
 
 # ---------------------------------------------------------------- summaries over seeds
@@ -149,7 +149,10 @@ def paired_test(runs_a: list[RunRecord], runs_b: list[RunRecord], a: str,
             "only A right": sum(t["a_only"] for t in tests),
             "only B right": sum(t["b_only"] for t in tests),
             "largest p (McNemar, exact)": max(t["p_value"] for t in tests),
-            "p per seed": [t["p_value"] for t in tests], "differences": diffs}
+            "p per seed": [t["p_value"] for t in tests], "differences": diffs,
+            # one seed of experiments that have several: its accuracies are that seed's
+            "paired on": (f"seed {pairs[0][0].seed}" if len(pairs) == 1
+                          and max(len(runs_a), len(runs_b)) > 1 else "")}
 
 
 def swapped(row: dict) -> dict:

@@ -93,7 +93,8 @@ def format_comparison(table: pd.DataFrame):
 def format_tests(tests: pd.DataFrame):
     """Paired tests (`stats.pairwise_tests`), each seed's difference and p on its own line."""
     column = "per seed: A − B in points (p)"
-    shown = tests.drop(columns=["differences"]).rename(columns={"p per seed": column})
+    shown = tests.drop(columns=["differences", "paired on"], errors="ignore").rename(
+        columns={"p per seed": column})
     shown[column] = [
         "<br>".join(f"{d * 100:+.1f}&nbsp;({p:.2g})" for d, p in zip(ds, ps))
         for ds, ps in zip(tests["differences"], tests["p per seed"])]

@@ -18,6 +18,7 @@ from vgg_transfer.report.figures import chance_line, new_axes, percent_axis
 from vgg_transfer.report.selection import ending, ending_val_accuracy, of_experiments
 from vgg_transfer.report.stats import holm
 from vgg_transfer.report.tables import plain
+from vgg_transfer.report.words import accuracy_cell, distinct
 from vgg_transfer.run.metrics import mcnemar_exact, seed_summary
 from vgg_transfer.spec.regimes import color
 
@@ -112,7 +113,8 @@ def by_series(group: pd.DataFrame) -> pd.DataFrame:
         summary = seed_summary(points["test_accuracy"])
         single = len(points) == 1
         rows.append({"series": name, "regime": first["regime"], "point": first["point"],
-                     "seeds": len(points), "flops": points["flops"].mean(),
+                     "budget": first["budget"], "seeds": len(points),
+                     "flops": points["flops"].mean(), "seconds": points["seconds"].mean(),
                      "val_accuracy": points["val_accuracy"].mean(),
                      "test_accuracy": summary["mean"], "sd": summary["sd"],
                      "ci_low": first["ci_low"] if single else summary["ci_low"],
@@ -148,9 +150,11 @@ def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFra
                "best val accuracy": first["val_accuracy"],
                "best accuracy": first["test_accuracy"], "best sd": first["sd"],
                "best ci": (first["ci_low"], first["ci_high"]), "best seeds": first["seeds"],
-               "best FLOPs": first["flops"], "runner-up": None,
+               "best FLOPs": first["flops"], "best seconds": first["seconds"],
+               "precision": distinct(group["precision"]), "runner-up": None,
                "runner-up val accuracy": np.nan, "runner-up accuracy": np.nan,
-               "runner-up ci": None, "difference": np.nan, "p (McNemar, exact)": np.nan,
+               "runner-up ci": None, "runner-up sd": np.nan, "runner-up seeds": 0,
+               "difference": np.nan, "p (McNemar, exact)": np.nan,
                "points": len(group), "regimes": len(lines), "note": note,
                "first": first["series"]}
         if len(lines) > 1 and not note:
@@ -160,6 +164,7 @@ def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFra
                         "runner-up val accuracy": second["val_accuracy"],
                         "runner-up accuracy": second["test_accuracy"],
                         "runner-up ci": (second["ci_low"], second["ci_high"]),
+                        "runner-up sd": second["sd"], "runner-up seeds": second["seeds"],
                         "difference": first["test_accuracy"] - second["test_accuracy"],
                         "p (McNemar, exact)": test["p_value"]})
         rows.append(row)
@@ -169,9 +174,18 @@ def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFra
     return best
 
 
+def line_means(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per line and budget (`by_series` of each budget): its seeds' mean validation
+    and test accuracy, the test accuracy's sd, FLOPs and seconds."""
+    if points.empty:
+        return by_series(points)
+    return pd.concat([by_series(group) for _, group in points.groupby("budget", sort=True)],
+                     ignore_index=True)
+
+
 def envelope(points: pd.DataFrame) -> pd.DataFrame:
-    """The upper envelope: the best test accuracy any point reached with at most each
-    point's compute."""
+    """The upper envelope: the best test accuracy any point (or line mean: `line_means`)
+    reached with at most each one's compute. It describes; it chooses nothing."""
     ordered = points.sort_values("flops", ignore_index=True)
     return pd.DataFrame({"flops": ordered["flops"],
                          "test_accuracy": ordered["test_accuracy"].cummax()})
@@ -179,10 +193,12 @@ def envelope(points: pd.DataFrame) -> pd.DataFrame:
 
 def scratch_gap(points: pd.DataFrame) -> dict | None:
     """How much more compute training from scratch needs to reach what transfer reaches: the
-    test accuracy of the pretrained point best on validation at the smallest budget, and the
-    least compute
-    a scratch point reached it with (None there when none did: then the ratio is a lower
-    bound, from scratch's largest point)."""
+    test accuracy (seed mean) of the pretrained line best on validation at the smallest
+    budget, and the least compute a scratch line reached it with, in its seed mean (None
+    there when none did: then the ratio is a lower bound, from scratch's largest point)."""
+    points = line_means(points)
+    if points.empty:
+        return None
     scratch, transfer = (points[points["regime"].isin(SCRATCH)],
                          points[~points["regime"].isin(SCRATCH)])
     if scratch.empty or transfer.empty:
@@ -209,6 +225,17 @@ def _ci(cell) -> str:
     return f"{low:.1%}–{high:.1%}"
 
 
+def test_text(row, prefix: str = "best") -> str:
+    """A chosen row's test accuracy, labelled: "41.2% (95% CI 38.2–44.3%)" for one run,
+    "41.2% ± 1.3, mean ± sd of 3 seeds (95% t interval 38.0–44.4%)" over seeds."""
+    accuracy, seeds = row[f"{prefix} accuracy"], int(row[f"{prefix} seeds"])
+    low, high = row[f"{prefix} ci"]
+    if seeds > 1:
+        return (f"{accuracy:.1%} ± {row[f'{prefix} sd'] * 100:.1f}, mean ± sd of {seeds} "
+                f"seeds (95% t interval {_ci((max(low, 0), min(high, 1)))})")
+    return f"{accuracy:.1%} (95% CI {_ci((low, high))})"
+
+
 def sentence(best: pd.DataFrame, points: pd.DataFrame, alpha: float = 0.05) -> str:
     """Which regime at which budget (chosen on validation), whether the runner-up is beaten
     on the test set after Holm's correction, and what training from scratch needs to reach
@@ -220,18 +247,25 @@ def sentence(best: pd.DataFrame, points: pd.DataFrame, alpha: float = 0.05) -> s
         at = f"at {row['budget'] / 1e12:,.3g} TFLOPs"
         if row["note"]:
             parts.append(f"{at}, no winner: {row['note']} (the best on validation, "
-                         f"{row['first']}, reached {row['best accuracy']:.1%} on the test set)")
+                         f"{row['first']}, reached {test_text(row)} on the test set)")
             continue
         text = (f"{at}, {row['best']} (validation {row['best val accuracy']:.1%}; test "
-                f"{row['best accuracy']:.1%}, 95% CI {_ci(row['best ci'])})")
+                f"{test_text(row)})")
         verdict = "ahead of" if row["p (Holm)"] < alpha else "not separable from"
         text += (f", {verdict} {row['runner-up']} (validation "
-                 f"{row['runner-up val accuracy']:.1%}; test {row['runner-up accuracy']:.1%}, "
-                 f"95% CI {_ci(row['runner-up ci'])}; McNemar p = "
-                 f"{row['p (McNemar, exact)']:.2g}, Holm-adjusted {row['p (Holm)']:.2g})")
+                 f"{row['runner-up val accuracy']:.1%}; test {test_text(row, 'runner-up')}; "
+                 f"McNemar p = {row['p (McNemar, exact)']:.2g} on the first seeds, "
+                 f"Holm-adjusted {row['p (Holm)']:.2g})")
         parts.append(text)
     answer = ("The regime chosen on validation at each budget: " + "; ".join(parts) + ".")
+    return answer + gap_sentence(points)
+
+
+def gap_sentence(points: pd.DataFrame) -> str:
+    """What training from scratch needs to reach what transfer reached first (`scratch_gap`),
+    as a sentence with a leading space (\"\" without both kinds of line)."""
     gap = scratch_gap(points)
+    answer = ""
     if gap is not None:
         if gap["reached"]:
             answer += (f" Training from scratch first reaches the {gap['accuracy']:.1%} that "
@@ -252,19 +286,21 @@ def formatted(best: pd.DataFrame):
     validation, their test accuracy with its interval, and the tests; a budget without
     enough rivals shows why in place of a winner."""
     def accuracy(row, prefix):
-        if pd.isna(row[f"{prefix}accuracy"]) or (prefix and pd.isna(row["runner-up"])):
+        if pd.isna(row[f"{prefix} accuracy"]) or (prefix == "runner-up"
+                                                  and pd.isna(row["runner-up"])):
             return None
-        ci = row["best ci" if not prefix else "runner-up ci"]
-        return f"{row[f'{prefix}accuracy']:.1%} ({_ci(ci)})"
+        low, high = row[f"{prefix} ci"]
+        return accuracy_cell(row[f"{prefix} accuracy"], row[f"{prefix} sd"],
+                             int(row[f"{prefix} seeds"]), low, high)
 
     shown = pd.DataFrame({
         "budget (TFLOPs)": best["budget"] / 1e12,
         "chosen on validation": [f"none: {row['note']}" if row["note"] else row["best"]
                                  for _, row in best.iterrows()],
         "its validation": best["best val accuracy"],
-        "its test (95% CI)": [accuracy(row, "best ") for _, row in best.iterrows()],
+        "its test (95% CI)": [accuracy(row, "best") for _, row in best.iterrows()],
         "runner-up": best["runner-up"],
-        "runner-up test (95% CI)": [accuracy(row, "runner-up ") for _, row in best.iterrows()],
+        "runner-up test (95% CI)": [accuracy(row, "runner-up") for _, row in best.iterrows()],
         "p (McNemar, exact)": best["p (McNemar, exact)"], "p (Holm)": best["p (Holm)"],
         "regimes": best["regimes"], "points": best["points"]})
     return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "its validation": "{:.1%}",
@@ -273,25 +309,46 @@ def formatted(best: pd.DataFrame):
 
 
 def plot(points: pd.DataFrame, ax=None):
-    """Test accuracy against training FLOPs (log scale), a line per regime, and the upper
-    envelope: the best any regime reached with at most that much compute."""
+    """Test accuracy against training FLOPs (log scale), a line per regime through its seed
+    means (bars: ± sd where a budget has several seeds, each seed a small dot), and the
+    upper envelope of those means: the best any line reached with at most that compute."""
     fig, (ax,) = new_axes(ax, figsize=(8.5, 5))
-    for name, group in points.groupby("series", sort=False):
+    means = line_means(points)
+    for name, group in means.groupby("series", sort=False):
         group = group.sort_values("flops")
-        ax.plot(group["flops"], group["test_accuracy"], marker="o", ms=5,
-                ls=LINES.get(name, "-"), color=color(group["regime"].iloc[0]), label=name)
-    if len(points):
-        top = envelope(points)
+        colour = color(group["regime"].iloc[0])
+        ax.errorbar(group["flops"], group["test_accuracy"], yerr=group["sd"].fillna(0),
+                    marker="o", ms=5, capsize=3, ls=LINES.get(name, "-"), color=colour,
+                    label=name)
+        seeds = points[(points["series"] == name)
+                       & points["budget"].isin(group.loc[group["seeds"] > 1, "budget"])]
+        ax.scatter(seeds["flops"], seeds["test_accuracy"], s=9, alpha=0.45, color=colour)
+    if len(means):
+        top = envelope(means)
         ax.step(top["flops"], top["test_accuracy"], where="post", color="black", lw=1.5,
                 ls="--", label="upper envelope")
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (log scale; counted from the layers)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy (seed mean where several)")
     percent_axis(ax.yaxis)
     chance_line(ax, vertical=False)
     ax.set_title("Which regime for which budget")
     ax.legend(fontsize="small", loc="best")
     return fig
+
+
+def formatted_lines(points: pd.DataFrame):
+    """Each line at each budget as a reader sees it: seeds, mean validation accuracy, and
+    the test accuracy as mean ± sd over seeds (95% t interval), or one run's (Wilson)."""
+    means = line_means(points)
+    shown = pd.DataFrame({
+        "series": means["series"], "budget (TFLOPs)": means["budget"] / 1e12,
+        "seeds": means["seeds"], "validation accuracy": means["val_accuracy"],
+        "test accuracy (95% CI)": [accuracy_cell(r["test_accuracy"], r["sd"], r["seeds"],
+                                                 r["ci_low"], r["ci_high"])
+                                   for _, r in means.iterrows()]})
+    shown = shown.sort_values(["series", "budget (TFLOPs)"], ignore_index=True)
+    return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "validation accuracy": "{:.1%}"})
 
 
 def formatted_points(points: pd.DataFrame):
