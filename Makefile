@@ -1,6 +1,8 @@
 # make report   venv + the quick profile + the site     (PROFILE=smoke|quick|seed|study|...)
 # make smoke    the tiny profile end to end, in minutes
 # make test     the test suite
+# make test-fast  the tests not marked slow
+# make lint     ruff check (the rules in pyproject.toml)
 # make bench    benchmarks/bench.py (its table feeds the book's compute-cost page)
 # make clean    remove outputs and the built site
 # make lock     regenerate the lock files from pyproject.toml (UPGRADE=1: newest versions)
@@ -28,7 +30,7 @@ LOCK_FLAGS = --generate-hashes --python-version 3.11 --python-platform x86_64-ma
              $(if $(UPGRADE),--upgrade,)
 RUNARGS := --profile $(PROFILE) $(if $(KERNEL),--kernel $(KERNEL),)
 
-.PHONY: report smoke run build test bench clean venv lock
+.PHONY: report smoke run build test test-fast lint bench clean venv lock
 
 venv: $(STAMP)
 
@@ -81,6 +83,12 @@ build: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(if $(CIFAR10_DIR),--data-dir $(CIFAR10_DIR),)

@@ -287,31 +287,41 @@ def accuracy_check(data_dir: str, weights: str, n: int, epochs: int, bf16: bool)
     return out
 
 
+def _row(label: str, value: float, digits: int) -> str:
+    """One line of the printed table: the measure, then its value."""
+    return f"{label:<52}{value:>12.{digits}f}"
+
+
 def table(results: dict) -> str:
     r = results["regimes"]
+    frozen, partial = r["frozen"], r["partial"]
     lines = [f"{'measure':<52}{'value':>12}",
              "-" * 64,
-             *(f"{regime + ' training, images/s':<52}{r[regime]['train_images_per_s']:>12.1f}"
+             *(_row(f"{regime} training, images/s", r[regime]["train_images_per_s"], 1)
                for regime in r),
-             *(f"{regime + ' inference, images/s':<52}{r[regime]['inference_images_per_s']:>12.1f}"
+             *(_row(f"{regime} inference, images/s", r[regime]["inference_images_per_s"], 1)
                for regime in r),
-             f"{'frozen on the fly, s/epoch':<52}{r['frozen']['epoch_seconds_on_the_fly']:>12.3f}",
-             f"{'frozen on cached features, s/epoch':<52}{r['frozen']['epoch_seconds_cached']:>12.3f}",
-             f"{'frozen: cached speed-up per epoch (x)':<52}{r['frozen']['cached_speedup_per_epoch']:>12.1f}",
-             f"{'frozen: one-off feature extraction, s':<52}{r['frozen']['feature_seconds']:>12.2f}",
-             f"{'partial on the fly, s/epoch':<52}{r['partial']['epoch_seconds_on_the_fly']:>12.3f}",
-             f"{'partial on cached block-4 outputs, s/epoch':<52}{r['partial']['epoch_seconds_cached']:>12.3f}",
-             f"{'partial: cached speed-up per epoch (x)':<52}{r['partial']['cached_speedup_per_epoch']:>12.1f}",
-             f"{'partial cached, block 5 as Conv2D, s/epoch':<52}{r['partial']['epoch_seconds_cached_conv2d']:>12.3f}",
-             f"{'partial cached: matrix products vs Conv2D (x)':<52}{r['partial']['small_map_speedup']:>12.1f}",
-             f"{'training loop / raw train_on_batch (throughput)':<52}"
-             f"{r['finetune']['loop_vs_raw_ratio']:>12.3f}"]
+             _row("frozen on the fly, s/epoch", frozen["epoch_seconds_on_the_fly"], 3),
+             _row("frozen on cached features, s/epoch", frozen["epoch_seconds_cached"], 3),
+             _row("frozen: cached speed-up per epoch (x)", frozen["cached_speedup_per_epoch"], 1),
+             _row("frozen: one-off feature extraction, s", frozen["feature_seconds"], 2),
+             _row("partial on the fly, s/epoch", partial["epoch_seconds_on_the_fly"], 3),
+             _row("partial on cached block-4 outputs, s/epoch", partial["epoch_seconds_cached"],
+                  3),
+             _row("partial: cached speed-up per epoch (x)", partial["cached_speedup_per_epoch"],
+                  1),
+             _row("partial cached, block 5 as Conv2D, s/epoch",
+                  partial["epoch_seconds_cached_conv2d"], 3),
+             _row("partial cached: matrix products vs Conv2D (x)", partial["small_map_speedup"],
+                  1),
+             _row("training loop / raw train_on_batch (throughput)",
+                  r["finetune"]["loop_vs_raw_ratio"], 3)]
     lines += precision_lines(results.get("precision", {}), results.get("parity"))
     if "accuracy" in results:
         a = results["accuracy"]
-        lines += [f"{'frozen test accuracy, cached features':<52}{a['cached_test_accuracy']:>12.4f}",
-                  f"{'frozen test accuracy, on the fly':<52}{a['on_the_fly_test_accuracy']:>12.4f}",
-                  f"{'difference, points':<52}{a['difference_points']:>12.2f}"]
+        lines += [_row("frozen test accuracy, cached features", a["cached_test_accuracy"], 4),
+                  _row("frozen test accuracy, on the fly", a["on_the_fly_test_accuracy"], 4),
+                  _row("difference, points", a["difference_points"], 2)]
         if "cached_bf16_test_accuracy" in a:
             lines.append(f"{'frozen test accuracy, cached, mixed_bfloat16':<52}"
                          f"{a['cached_bf16_test_accuracy']:>12.4f}")
@@ -368,7 +378,8 @@ def main() -> None:
                         help="seconds each backend and precision may take")
     parser.add_argument("--parity", action=argparse.BooleanOptionalAction, default=True,
                         help="with --data-dir: the float32 / bfloat16 fine-tuning run (minutes)")
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "outputs" / "benchmarks" / "bench.json"))
+    parser.add_argument("--out",
+                        default=str(PROJECT_ROOT / "outputs" / "benchmarks" / "bench.json"))
     parser.add_argument("--data-dir", default=os.environ.get("CIFAR10_DIR"),
                         help="CIFAR-10 folder for the cached-vs-on-the-fly accuracy check")
     parser.add_argument("--weights", default=os.environ.get("WEIGHTS", "hed-bsds500"))

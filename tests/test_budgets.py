@@ -74,7 +74,7 @@ def test_fine_tuning_from_block_k_on_cached_outputs_matches_on_the_fly(tmp_path,
         finals.append([w.copy() for w in built.model.get_weights()])
         losses.append(result.history["loss"])
     assert np.allclose(*losses, rtol=1e-4)
-    for a, b in zip(*finals):
+    for a, b in zip(*finals, strict=False):
         gap = np.abs(a - b)
         assert gap.max() <= 2 * lr * steps
         assert np.mean(gap <= 1e-5) >= 0.9999
@@ -130,7 +130,7 @@ def test_early_stopping_restores_the_best_epoch_in_a_real_run():
     if best < run:
         assert summary["restored_epoch"] == best
         ends = built.model.get_weights()
-        assert all(np.array_equal(a, b) for a, b in zip(ends, snapshots[best - 1]))
+        assert all(np.array_equal(a, b) for a, b in zip(ends, snapshots[best - 1], strict=False))
 
 
 def test_early_stopping_never_reads_the_test_set(tiny_cifar, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ QUICK = [("scratch", "scratch", 0.28, 300), ("frozen", "frozen", 0.40, 390),
 def _runs(rights=None):
     rights = rights or [n for *_, n in QUICK]
     return [fake_run(name, regime, 0, mask(n, 1000), val=(0.1, val))
-            for (name, regime, val, _), n in zip(QUICK, rights)]
+            for (name, regime, val, _), n in zip(QUICK, rights, strict=False)]
 
 
 def _order(text: str) -> list[str]:

@@ -67,8 +67,8 @@ def _comparable(text: str) -> str:
 
 
 # Half of the smoke_study grid (14 of 28 runs; the whole grid took 14-15 min on 2 workers
-# here, on 2 busy cores): the cached-feature regimes, whose runs share feature-cache files across workers
-# (frozen-n200-s0 and resolution-px32-flatten-s0 read the same ones), at 32 and 64 px, and
+# here, on 2 busy cores): the cached-feature regimes, whose runs share feature-cache files across
+# workers (frozen-n200-s0 and resolution-px32-flatten-s0 read the same ones), at 32 and 64 px, and
 # partial, which trains block 5. `benchmarks/cluster_bench.py` compares all 28.
 SUBSET = ["frozen", "partial", "resolution"]
 

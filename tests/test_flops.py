@@ -137,7 +137,8 @@ def test_a_smaller_budget_is_the_start_of_a_larger_one(tiny_cifar, tmp_path):
     assert small["images_seen"] < large["images_seen"]
     rows = small_history.strip().splitlines()
     # every epoch the small run trained whole is the large run's, number for number
-    whole = [row for row, n in zip(rows[1:], small["phases"][0]["epoch_images"]) if n == 60]
+    whole = [row for row, n in zip(rows[1:], small["phases"][0]["epoch_images"], strict=False)
+             if n == 60]
     assert whole and large_history.startswith("\n".join([rows[0], *whole]))
 
 
@@ -190,7 +191,8 @@ def test_a_budget_point_scores_what_the_shorter_run_ends_with(tiny_cifar, tmp_pa
     assert np.allclose(scored.history.drop(columns="epoch"), longer.history.drop(columns="epoch"),
                        rtol=1e-5)
     assert scored.budget_predictions.shape == (len(scored.predictions), 2)
-    for index, (point, run_alone) in enumerate(zip(scored.metrics.budget_points, shorter)):
+    pairs = zip(scored.metrics.budget_points, shorter, strict=True)
+    for index, (point, run_alone) in enumerate(pairs):
         m = run_alone.metrics
         assert point["flops_budget"] == run_alone.config.flops_budget
         assert point["flops"] == m.compute["flops"]["total"]

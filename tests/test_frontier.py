@@ -26,11 +26,14 @@ def _point(experiment, regime, budget, spent, right, start=1, offset=0, val=None
 BUDGETS = (1e12, 1e13, 1e14)
 RUNS = [
     # (experiment, regime, budget, FLOPs spent, right of 1000, block fine-tuning starts from)
-    *[_point("scratch", "scratch", b, 0.95 * b, n) for b, n in zip(BUDGETS, (150, 300, 450))],
-    *[_point("frozen", "frozen", b, 0.2 * b, n) for b, n in zip(BUDGETS, (410, 430, 430))],
+    *[_point("scratch", "scratch", b, 0.95 * b, n) for b, n in zip(BUDGETS, (150, 300, 450),
+                                                                       strict=True)],
+    *[_point("frozen", "frozen", b, 0.2 * b, n) for b, n in zip(BUDGETS, (410, 430, 430),
+                                                                     strict=True)],
     *[_point("depth", "finetune", b, 0.97 * b, n, 4, offset=40 if b == 1e12 else 0)
-      for b, n in zip(BUDGETS, (400, 600, 700))],
-    *[_point("depth", "finetune", b, 0.96 * b, n, 1) for b, n in zip(BUDGETS, (300, 560, 760))],
+      for b, n in zip(BUDGETS, (400, 600, 700), strict=False)],
+    *[_point("depth", "finetune", b, 0.96 * b, n, 1) for b, n in zip(BUDGETS, (300, 560, 760),
+                                                                          strict=True)],
 ]
 EXPERIMENTS = ["scratch", "frozen", "depth"]
 
@@ -67,7 +70,7 @@ def test_rankings_do_not_move_when_only_test_accuracies_do():
     for budget in BUDGETS:
         at = [r for r in RUNS if r.config.flops_budget == budget]
         rights = [int(r.metrics.test_correct) for r in at][::-1]
-        shuffled += [_with_test(r, n) for r, n in zip(at, rights)]
+        shuffled += [_with_test(r, n) for r, n in zip(at, rights, strict=False)]
     before = frontier.best_per_budget(RUNS, EXPERIMENTS)
     after = frontier.best_per_budget(shuffled, EXPERIMENTS)
     assert not np.allclose(before["best accuracy"], after["best accuracy"])

@@ -48,7 +48,7 @@ def test_fitting_on_batches_equals_fitting_on_the_shuffled_arrays():
         else:
             model.fit(Batches(x, y, order, 16), epochs=1, shuffle=False, verbose=0)
         weights.append([w.numpy() for w in model.weights])
-    assert all(np.array_equal(a, b) for a, b in zip(*weights))
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=False))
 
 
 @pytest.mark.skipif(not provenance.CLEAR_REFS.exists(), reason="Linux's clear_refs only")

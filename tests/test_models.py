@@ -40,8 +40,9 @@ def test_frozen_base_is_bit_identical_after_fit(cache_features):
     x, y = _tiny_data()
     train(built, one_phase(5, 1, 1e-3), x, y, x[:8], y[:8], batch_size=16,
           cache_features=cache_features)
-    assert all(np.array_equal(a, b) for a, b in zip(before, built.base.get_weights()))
-    assert not all(np.array_equal(a, b) for a, b in zip(head_before, built.head.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, built.base.get_weights(), strict=False))
+    assert not all(np.array_equal(a, b)
+                   for a, b in zip(head_before, built.head.get_weights(), strict=True))
 
 
 def test_regimes_do_not_share_weights():
@@ -52,7 +53,8 @@ def test_regimes_do_not_share_weights():
     before = [w.copy() for w in frozen.base.get_weights()]
     x, y = _tiny_data(16)
     train(finetune, one_phase(0, 1, 1e-3), x, y, x[:8], y[:8], batch_size=16)
-    assert all(np.array_equal(a, b) for a, b in zip(before, frozen.base.get_weights()))
+    assert all(np.array_equal(a, b)
+               for a, b in zip(before, frozen.base.get_weights(), strict=True))
     assert not np.array_equal(finetune.base.get_weights()[0], before[0])
 
 
@@ -130,7 +132,8 @@ def test_two_phase_freezes_then_unfreezes_from_a_block():
     assert param_counts(built.model)["trainable"] == BLOCK5 + HEAD_PARAMS
     assert "on cached outputs of blocks 1-4" in result.notes[0]
     for layer in built.base.layers:
-        same = all(np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
+        same = all(np.array_equal(a, b)
+                   for a, b in zip(before[layer.name], layer.get_weights(), strict=True))
         if layer.get_weights():
             assert same == (not layer.name.startswith("block5")), layer.name
 
@@ -234,7 +237,7 @@ def test_partial_trains_block5_on_cached_features_like_on_the_fly(tmp_path):
                        cache_features=cache_features, cache=cache, seed=0)
         assert result.cached == cache_features
         assert all(np.array_equal(a, b) for a, b in
-                   zip(before, built.base.get_layer("block4_conv3").get_weights()))
+                   zip(before, built.base.get_layer("block4_conv3").get_weights(), strict=False))
         finals.append(built.base.get_layer("block5_conv3").get_weights()[0])
     assert np.allclose(finals[0], finals[1], atol=1e-4)
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.npy")) == ["train", "val"]

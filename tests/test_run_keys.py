@@ -139,7 +139,8 @@ def test_fingerprint_ignores_layout_comments_docstrings_and_messages():
     same = ('def f(x):  # a comment\n    """Other doc."""\n\n    print("another message", x)\n'
             '    return (x\n            + 1)\n')
     assert fingerprint.code_fingerprint(base) == fingerprint.code_fingerprint(same)
-    assert fingerprint.code_fingerprint(base) != fingerprint.code_fingerprint(base.replace("+ 1", "+ 2"))
+    changed = base.replace("+ 1", "+ 2")
+    assert fingerprint.code_fingerprint(base) != fingerprint.code_fingerprint(changed)
 
 
 def test_run_files_follow_the_umask(tmp_path):

@@ -307,7 +307,8 @@ def _bought(run: RunRecord) -> str:
     features = run.feature_cost
     how = ("computed" if run.timings.feature_images
            else "read from the cache, charged at the rate measured when it was filled")
-    cached = f", {features:,.0f} s of it the frozen blocks' outputs ({how})" if features >= 1 else ""
+    cached = (f", {features:,.0f} s of it the frozen blocks' outputs ({how})"
+              if features >= 1 else "")
     return (f"**{run.metrics.name}** {run.metrics.test_accuracy:.1%} for "
             f"{run.training_seconds:,.0f} s of training{cached}, "
             f"{run.metrics.steps:,} steps, {run.metrics.images_seen:,} images seen")

@@ -116,7 +116,7 @@ def right_and_wrong(rows: tuple, n: int, height: float, label_size: float, draw)
         rows: what each row shows (two sequences); `draw(ax, item, colour)` fills a cell.
     """
     fig, axes = plt.subplots(2, n, figsize=(1.45 * n, height), squeeze=False)
-    for row, (members, name) in enumerate(zip(rows, ("correct", "incorrect"))):
+    for row, (members, name) in enumerate(zip(rows, ("correct", "incorrect"), strict=False)):
         for col, ax in enumerate(axes[row]):
             ax.axis("off")
             if col < len(members):
@@ -146,8 +146,9 @@ def plot_predictions(images: np.ndarray, true: np.ndarray, predicted: np.ndarray
 def plot_predictions_across(images: np.ndarray, true: np.ndarray, predicted: dict[str, np.ndarray],
                             indices: np.ndarray):
     """The same test images under every model: one column per image, one line per model."""
-    fig, axes = plt.subplots(1, len(indices), figsize=(1.6 * len(indices), 2.6 + 0.25 * len(predicted)))
-    for ax, i in zip(np.atleast_1d(axes), indices):
+    fig, axes = plt.subplots(1, len(indices),
+                             figsize=(1.6 * len(indices), 2.6 + 0.25 * len(predicted)))
+    for ax, i in zip(np.atleast_1d(axes), indices, strict=False):
         ax.imshow(images[i])
         ax.axis("off")
         ax.set_title(CLASS_NAMES[true[i]], fontsize=9, fontweight="bold")
@@ -194,7 +195,7 @@ def plot_class_samples(images: np.ndarray, labels: np.ndarray, per_class: int = 
     fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(per_class * 0.95, 10))
     for cls, row in enumerate(axes):
         picks = rng.permutation(np.flatnonzero(labels == cls))[:per_class]
-        for ax, i in zip(row, picks):
+        for ax, i in zip(row, picks, strict=False):
             ax.imshow(images[i])
         for ax in row:
             ax.set_xticks([])

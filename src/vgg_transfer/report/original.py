@@ -64,4 +64,5 @@ def ours(regime: str) -> list[str]:
 
 def corrections() -> list[tuple[str, str]]:
     """(before, after) for each correction, in the order of the original's regimes."""
-    return [pair for regime in ORIGINAL for pair in zip(ours(regime), ours(regime)[1:])]
+    return [pair for regime in ORIGINAL
+            for pair in zip(ours(regime), ours(regime)[1:], strict=False)]

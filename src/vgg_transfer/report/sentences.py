@@ -57,7 +57,8 @@ def _endings(frame) -> str:
         return "every run used its whole budget"
     if plateau == len(frame):
         return "every run stopped on a validation plateau"
-    return f"{plateau} stopped on a validation plateau, {len(frame) - plateau} used their whole budget"
+    return (f"{plateau} stopped on a validation plateau, {len(frame) - plateau} used their "
+            "whole budget")
 
 
 def compute_note(runs: list[RunRecord]) -> str:
@@ -168,7 +169,7 @@ def _p_text(ps: list[float]) -> str:
 
 def _significant(row: dict, sign: int, alpha: float) -> tuple[int, int]:
     """Seeds significant in the winner's favour, and against it."""
-    tests = list(zip(row["p per seed"], row["differences"]))
+    tests = list(zip(row["p per seed"], row["differences"], strict=False))
     ahead = sum(p < alpha and d * sign > 0 for p, d in tests)
     behind = sum(p < alpha and d * sign < 0 for p, d in tests)
     return ahead, behind
@@ -223,7 +224,7 @@ def ladder(table: pd.DataFrame, tests: pd.DataFrame) -> list[str]:
     """Down the ranking on validation, each experiment against the next one."""
     ranked_names = ranked(table)["experiment"].tolist()
     rows = tests.to_dict("records")
-    return [compare_sentence(row) for a, b in zip(ranked_names, ranked_names[1:])
+    return [compare_sentence(row) for a, b in zip(ranked_names, ranked_names[1:], strict=False)
             for row in rows if {row["A"], row["B"]} == {a, b}]
 
 

@@ -39,7 +39,7 @@ def summarise(frame: pd.DataFrame, by: list[str], value: str = "test_accuracy") 
     rows = []
     for key, group in frame.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), **seed_summary(group[value])})
+        rows.append({**dict(zip(by, key, strict=False)), **seed_summary(group[value])})
     return pd.DataFrame(rows)
 
 
@@ -140,7 +140,7 @@ def paired_test(runs_a: list[RunRecord], runs_b: list[RunRecord], a: str,
     tests = [mcnemar_exact(ra.correct, rb.correct) for ra, rb in pairs]
     accuracy_a = [ra.metrics.test_accuracy for ra, _ in pairs]
     accuracy_b = [rb.metrics.test_accuracy for _, rb in pairs]
-    diffs = [x - y for x, y in zip(accuracy_a, accuracy_b)]
+    diffs = [x - y for x, y in zip(accuracy_a, accuracy_b, strict=False)]
     return {"A": a, "B": b, "seeds": len(tests),
             "val A": float(np.mean([ending_val_accuracy(ra) for ra, _ in pairs])),
             "val B": float(np.mean([ending_val_accuracy(rb) for _, rb in pairs])),

@@ -96,8 +96,8 @@ def format_tests(tests: pd.DataFrame):
     shown = tests.drop(columns=["differences", "paired on"], errors="ignore").rename(
         columns={"p per seed": column})
     shown[column] = [
-        "<br>".join(f"{d * 100:+.1f}&nbsp;({p:.2g})" for d, p in zip(ds, ps))
-        for ds, ps in zip(tests["differences"], tests["p per seed"])]
+        "<br>".join(f"{d * 100:+.1f}&nbsp;({p:.2g})" for d, p in zip(ds, ps, strict=False))
+        for ds, ps in zip(tests["differences"], tests["p per seed"], strict=False)]
     return plain(shown, {
         "accuracy A": "{:.1%}", "accuracy B": "{:.1%}", "difference (A − B)": "{:+.1%}",
         "largest p (McNemar, exact)": "{:.2g}"})

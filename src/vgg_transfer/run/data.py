@@ -224,7 +224,7 @@ def stratified_take(y: np.ndarray, indices: np.ndarray, n: int,
     order = np.argsort(-(exact - quota), kind="stable")
     quota[order[: n - quota.sum()]] += 1
     taken = []
-    for cls, k in zip(classes, quota):
+    for cls, k in zip(classes, quota, strict=False):
         members = indices[y[indices] == cls]
         taken.append(rng.permutation(members)[:k])
     taken = np.sort(np.concatenate(taken)) if taken else np.array([], dtype=int)

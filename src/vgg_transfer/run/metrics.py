@@ -62,7 +62,8 @@ def evaluate_predictions(probs: np.ndarray, labels: np.ndarray) -> dict:
         "test_ece": expected_calibration_error(confidence, predicted == labels),
         "test_n": n,
         "test_correct": correct,
-        "per_class_accuracy": dict(zip(CLASS_NAMES, per_class_accuracy(matrix).tolist())),
+        "per_class_accuracy": dict(zip(CLASS_NAMES, per_class_accuracy(matrix).tolist(),
+                                       strict=True)),
         "confusion_matrix": matrix.tolist(),
     }
 

@@ -68,8 +68,8 @@ class SmallMapConv(layers.Layer):
         rows, cols = input_shape[1], input_shape[2]
         positions = [(i, j) for i in range(rows) for j in range(cols)]
         # taps[q, p]: the kernel tap that carries input position q to output position p
-        self.taps = np.array([[(k - i + 1) * 3 + (l - j + 1) for (i, j) in positions]
-                              for (k, l) in positions], dtype="int32")
+        self.taps = np.array([[(k - i + 1) * 3 + (m - j + 1) for (i, j) in positions]
+                              for (k, m) in positions], dtype="int32")
 
     def call(self, x):
         kernel = self.conv.kernel                       # (3, 3, in, out)
@@ -287,7 +287,8 @@ def top(built: Built, blocks: int, small_maps: bool = True) -> keras.Model:
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> None:
-    """Adam + categorical cross-entropy, as in the original study. Call after any `trainable` change."""
+    """Adam + categorical cross-entropy, as in the original study. Call after any `trainable`
+    change."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
 

@@ -113,8 +113,8 @@ def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
                   folder: Path) -> FeatureCache:
     """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
     weights (their hash; random weights by seed), input size and preprocessing, the data
-    files, the Keras version, the backend and its version, the precision, and the code under run/ (as a run's
-    key holds it)."""
+    files, the Keras version, the backend and its version, the precision, and the code under
+    run/ (as a run's key holds it)."""
     import keras
 
     source = split.data.source
@@ -223,7 +223,7 @@ def budget_points(per_image: dict, split: Split, result: TrainResult,
     (phase,) = result.phases  # budget points need a single-phase run
     history = result.history["val_accuracy"]
     run_ends = history[phase["restored_epoch"] - 1] if phase["restored_epoch"] else history[-1]
-    for point, scores in zip(result.points.taken, points):
+    for point, scores in zip(result.points.taken, points, strict=False):
         images = point["epoch_images"]
         compute = flops.run_compute(per_image, [{**phase, "epoch_images": images}],
                                     len(split.train_idx), int(len(split.val_idx)))

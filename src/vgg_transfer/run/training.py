@@ -331,7 +331,7 @@ def _result(built: Built, phases: list[PhaseBudget], done: list[_Done]) -> Train
                        sum(d.seconds for d in done), sum(d.inputs.seconds for d in done),
                        bool(first.blocks), _notes(phases, done),
                        sum(d.inputs.computed for d in done), first.rate,
-                       [_phase_summary(p, d) for p, d in zip(phases, done)])
+                       [_phase_summary(p, d) for p, d in zip(phases, done, strict=False)])
 
 
 def _phase_summary(phase: PhaseBudget, done: _Done) -> dict:
@@ -358,7 +358,8 @@ def _notes(phases: list[PhaseBudget], done: list[_Done]) -> list[str]:
                          "(augmentation, or the cache switched off)")
         notes += [f"resumed after epoch {n} from a checkpoint" for _, n in resumed]
         return notes
-    parts = [f"phase {i + 1}: {_phase_words(p, d)}" for i, (p, d) in enumerate(zip(phases, done))]
+    parts = [f"phase {i + 1}: {_phase_words(p, d)}"
+             for i, (p, d) in enumerate(zip(phases, done, strict=False))]
     return ["; ".join(parts)] + [f"resumed after {phases[i].label}epoch {n} from a checkpoint"
                                  for i, n in resumed]
 

@@ -201,7 +201,8 @@ def site_key(plan: Plan) -> str:
         for path in paths:
             digest.update(path.read_bytes() if path.is_file() else b"-")
     generated = {"_build", "results", "_toc.yml", "__pycache__"}
-    sources = [*sorted(NOTEBOOKS.rglob("*.ipynb")), Path(plan.outputs) / "benchmarks" / "bench.json",
+    sources = [*sorted(NOTEBOOKS.rglob("*.ipynb")),
+               Path(plan.outputs) / "benchmarks" / "bench.json",
                *sorted(p for p in Path(book).rglob("*") if p.is_file()
                        and not generated & set(p.relative_to(book).parts))]
     for path in sources:

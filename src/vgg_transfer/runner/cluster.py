@@ -73,8 +73,8 @@ def visible_gpus() -> list[str]:
                                  timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [str(i) for i, line in enumerate(l for l in listing.splitlines()
-                                            if l.startswith("GPU "))]
+    return [str(i) for i, _ in enumerate(row for row in listing.splitlines()
+                                         if row.startswith("GPU "))]
 
 
 def worker_specs(workers: int, gpus: list[str]) -> dict[str, dict]:
@@ -124,7 +124,8 @@ def security_for(address: str):
             raise ConfigError(
                 f"scheduler: {address} is TLS, but Dask's configuration has no "
                 f"distributed.comm.tls.{missing[0]} (set it, or "
-                f"DASK_DISTRIBUTED__COMM__TLS__{missing[0].upper().replace('.', '__').replace('-', '_')})")
+                "DASK_DISTRIBUTED__COMM__TLS__"
+                f"{missing[0].upper().replace('.', '__').replace('-', '_')})")
         return Security(tls_ca_file=needed["ca-file"], tls_client_cert=needed["client.cert"],
                         tls_client_key=needed["client.key"], require_encryption=True)
     host = rest.rsplit(":", 1)[0] if ":" in rest else rest

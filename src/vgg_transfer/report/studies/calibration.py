@@ -79,7 +79,7 @@ def plot(bins: dict[str, pd.DataFrame], regime_of: dict[str, str]):
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
-    for ax, (name, table) in zip(axes.flat, bins.items()):
+    for ax, (name, table) in zip(axes.flat, bins.items(), strict=False):
         width = table["high"] - table["low"]
         ax.bar(table["low"], table["accuracy"].fillna(0), width=width, align="edge",
                color=color(regime_of[name]), alpha=0.8, edgecolor="white", label="accuracy")

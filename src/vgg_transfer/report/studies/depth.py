@@ -19,8 +19,9 @@ def _row(start: int, group: pd.DataFrame) -> dict:
         acc.update(ci_low=group["ci_low"].iloc[0], ci_high=group["ci_high"].iloc[0])
     trained = {1: "everything", 5: "block 5 and the head"}.get(
         int(start), f"blocks {int(start)}-5 and the head")
-    return {"unfreeze from block": int(start), "trained": trained, "seeds": acc["n"], "mean": acc["mean"],
-            "sd": acc["sd"], "val": float(group["val_accuracy"].mean()), "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
+    return {"unfreeze from block": int(start), "trained": trained, "seeds": acc["n"],
+            "mean": acc["mean"], "sd": acc["sd"], "val": float(group["val_accuracy"].mean()),
+            "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
             "images seen": int(group["images_seen"].mean()),
             "optimizer steps": int(group["steps"].mean()),
             "training (s)": float(group["training_seconds"].mean()),

@@ -1,4 +1,5 @@
-"""The protocol, corrected: each of the original study's flaws measured, one correction at a time."""
+"""The protocol, corrected: each of the original study's flaws measured, one correction at a
+time."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def plot(groups: dict[str, list[RunRecord]]):
     chance marked; for two-phase runs a dotted line marks where the base was unfrozen."""
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), sharey=True,
                              squeeze=False)
-    for ax, (name, runs) in zip(axes[0], groups.items()):
+    for ax, (name, runs) in zip(axes[0], groups.items(), strict=False):
         for run in runs:
             history = run.history
             c = color(run.metrics.regime)
