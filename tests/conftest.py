@@ -13,8 +13,12 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# a relative CIFAR10_DIR (as the README's offline lines set it) names the folder from where
+# the tests started, whichever folder a test later runs a command in
 SHARED_CIFAR = Path(os.environ.get("CIFAR10_DIR")
-                    or PROJECT_ROOT.parent / "shared" / "data" / "cifar-10-batches-py")
+                    or PROJECT_ROOT.parent / "shared" / "data" / "cifar-10-batches-py").resolve()
+if os.environ.get("CIFAR10_DIR"):
+    os.environ["CIFAR10_DIR"] = str(SHARED_CIFAR)
 
 
 def command(args: list, expect: int | None = 0, **kwargs) -> subprocess.CompletedProcess:

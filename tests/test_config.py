@@ -262,3 +262,15 @@ def test_budget_points_that_are_not_a_shorter_run_are_refused(values, message):
 
     with pytest.raises(ConfigError, match=message):
         make_config({"name": "x", "regime": "finetune", "weights": "none", **values})
+
+
+def test_a_relative_data_dir_names_the_folder_from_where_the_command_started(tmp_path,
+                                                                             monkeypatch):
+    data = tmp_path / "somewhere" / "cifar-10-batches-py"
+    data.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "somewhere")
+    cfg = resolve(SPEC, "frozen", "quick", env={"CIFAR10_DIR": "cifar-10-batches-py"})
+    assert cfg.data_dir == str(data.resolve())
+    monkeypatch.chdir(tmp_path)  # the same words from elsewhere name no folder
+    with pytest.raises(ConfigError, match="folder not found: cifar-10-batches-py"):
+        resolve(SPEC, "frozen", "quick", env={"CIFAR10_DIR": "cifar-10-batches-py"})

@@ -4,6 +4,7 @@ builds from it, Studies included."""
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
@@ -109,9 +110,12 @@ def test_papermill_by_hand(site, tmp_path):
             "-p", "profile", "smoke", "-p", "epochs", "2", "-p", "run_dir", str(run_dir)]
     for key, value in site["overrides"].items():
         args += ["-p", key, str(value)]
-    command(args, timeout=900, cwd=tmp_path)
+    # started from another folder, with the data folder given relative to that one
+    relative = os.path.relpath(os.environ["CIFAR10_DIR"], tmp_path)
+    command(args, timeout=900, cwd=tmp_path, env={**os.environ, "CIFAR10_DIR": relative})
     record = RunRecord.load(run_dir)
     assert record.config.epochs == 2 and record.config.regime == "frozen"
+    assert record.config.data_dir == str(Path(os.environ["CIFAR10_DIR"]).resolve())
     assert record.model_file is not None  # one run, not a grid point: its model is kept
     # the saved model scores another test folder beside the run, leaving its metrics alone
     metrics = (run_dir / "metrics.json").read_bytes()

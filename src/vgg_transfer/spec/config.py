@@ -118,9 +118,14 @@ class ExperimentConfig(BaseModel):
     @field_validator("data_dir")
     @classmethod
     def _existing_folder(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not Path(value).expanduser().is_dir():
-            raise ValueError(f"folder not found: {value}")
-        return value
+        """An existing folder, made absolute: a relative path names the folder from where the
+        command started, wherever the run's notebook later executes."""
+        if value is None:
+            return None
+        folder = Path(value).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"folder not found: {value} (from {Path.cwd()})")
+        return str(folder.resolve())
 
     @model_validator(mode="after")
     def _scratch_is_random(self) -> "ExperimentConfig":
