@@ -1,6 +1,7 @@
 """The page side's plumbing: the book's declaration, the table of contents, the pages' shared
 set-up, and the rule that no page module loads a backend."""
 
+import json
 import subprocess
 import sys
 
@@ -169,3 +170,10 @@ def test_page_modules_never_load_a_backend():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_template_is_valid_nbformat_with_cell_ids():
+    for path in sorted(NOTEBOOKS.rglob("*.ipynb")):
+        raw = json.loads(path.read_text())
+        assert all("id" in cell for cell in raw["cells"]), path  # nbformat 4.5 wants one each
+        nbformat.validate(nbformat.read(path, as_version=4))
