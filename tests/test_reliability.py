@@ -20,7 +20,8 @@ from vgg_transfer import runner
 pytestmark = pytest.mark.slow
 
 ARGS = ["run", "--profile", "smoke", "--only", "frozen", "--set", "cache_features=false",
-        "--set", "epochs=4", "--set", "checkpoint_seconds=0"]  # a checkpoint after every epoch
+        "--set", "epochs=12", "--set", "checkpoint_seconds=0"]  # a checkpoint after every epoch;
+# epochs of about a second here: the signal sent at the second must land before the twelfth
 
 
 def _command(outputs, *extra):
@@ -55,7 +56,7 @@ def _started(outputs, env):
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if "epoch 2/4" in line:
+        if "epoch 2/12" in line:
             return process, seen
     process.wait(timeout=60)
     raise AssertionError("the run ended before its second epoch:\n" + "".join(seen)[-3000:])
@@ -76,7 +77,7 @@ def _kill_after_first_epoch(outputs, env):
         except ProcessLookupError:
             pass
     process.wait(timeout=60)
-    assert any("epoch 2/4" in line for line in seen), "".join(seen)[-2000:]
+    assert any("epoch 2/12" in line for line in seen), "".join(seen)[-2000:]
     time.sleep(1)
 
 
