@@ -27,6 +27,7 @@ import math
 
 import keras
 
+from vgg_transfer.run.epochs import Budget
 from vgg_transfer.run.models import Built, block_of
 
 BLOCKS = 5
@@ -121,9 +122,9 @@ def planned_range(per_image: dict, phases: list[tuple[int, int, int, int | None]
                   train_n: int, val_n: int, batch_size: int,
                   budget: float | None = None) -> tuple[float, float]:
     """The least and the most training FLOPs a run can spend, before it runs: its epochs
-    charged as `run_compute` counts them and, under a `budget`, trimmed as the run's ledger
-    trims them (each epoch trains on the whole batches the budget still affords after its
-    validation; the epoch that cannot afford them all is the last).
+    charged as `run_compute` counts them, through the run's own ledger (`epochs.Budget`:
+    under a `budget`, each epoch trains on the whole batches it still affords after its
+    validation, and the epoch that cannot afford them all is the last).
 
     Args:
         per_image: `forward_per_image` of the run's model.
@@ -133,19 +134,20 @@ def planned_range(per_image: dict, phases: list[tuple[int, int, int, int | None]
         budget: the run's `flops_budget`, if any.
     """
     cached = max((blocks for frozen, blocks, _, _ in phases if frozen), default=0)
-    spent = {"least": cached_cost(per_image, 0, cached, train_n + val_n)}
-    spent["most"] = spent["least"]
-    for bound in spent:
+    before = cached_cost(per_image, 0, cached, train_n + val_n)
+    bounds = []
+    for least in (True, False):
+        ledger = Budget(math.inf if budget is None else budget, spent=before)
         for frozen, blocks, epochs, patience in phases:
-            image, validation = phase_costs(per_image, frozen, blocks if frozen else 0, val_n)
+            ledger.per_image, ledger.per_epoch = phase_costs(per_image, frozen,
+                                                             blocks if frozen else 0, val_n)
             fewest = min(epochs, patience + 1) if patience else epochs
-            for _ in range(fewest if bound == "least" else epochs):
-                left = math.inf if budget is None else budget - spent[bound] - validation
-                images = train_n if left >= train_n * image else max(
-                    0, int(left // (image * batch_size)) * batch_size)
+            for _ in range(fewest if least else epochs):
+                images = ledger.images(train_n, batch_size)
                 if not images:
                     break
-                spent[bound] += images * image + validation
+                ledger.charge_epochs([images])
                 if images < train_n:
                     break
-    return float(spent["least"]), float(spent["most"])
+        bounds.append(float(ledger.spent))
+    return bounds[0], bounds[1]
