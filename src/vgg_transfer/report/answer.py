@@ -16,14 +16,14 @@ import pandas as pd
 
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report import stats
-from vgg_transfer.report.selection import of_experiments
+from vgg_transfer.report.selection import of_experiments, reference_runs
+from vgg_transfer.report.sentences import EQUAL_COMPUTE as TOLERANCE
 from vgg_transfer.report.sentences import compare_sentence, hardware, ladder, ranked
 from vgg_transfer.report.studies import frontier
 from vgg_transfer.report.tables import plain
 from vgg_transfer.report.words import accuracy_cell, distinct, listing
 from vgg_transfer.run.metrics import mcnemar_exact
 
-TOLERANCE = 0.10  # compared runs within this share of each other in FLOPs: one budget
 ORIGINAL = {"scratch": "scratch", "frozen": "frozen", "fine-tune all": "finetune"}
 
 
@@ -42,19 +42,21 @@ def _from_comparison(runs: list[RunRecord], compare: list[str]) -> pd.DataFrame:
            "best sd": first["sd"], "best seeds": first["seeds"],
            "best ci": (first["ci_low"], first["ci_high"]),
            "best seconds": first["training time (s)"], "precision": first["precision"],
-           "runner-up": None, "p (McNemar, exact)": np.nan, "regimes": len(lines)}
+           "runner-up": None, "runner-up val accuracy": np.nan, "runner-up accuracy": np.nan,
+           "runner-up sd": np.nan, "runner-up seeds": 0, "runner-up ci": None,
+           "p (McNemar, exact)": np.nan, "regimes": len(lines)}
     if not note:
         second = lines.iloc[1]
-        tests = stats.pairwise_tests(of_experiments(runs, compare), compare)
-        pair = tests[tests.apply(lambda r: {r["A"], r["B"]} == {first["series"],
-                                                                 second["series"]}, axis=1)]
+        pair = stats.paired_test(reference_runs(runs, first["series"]),
+                                 reference_runs(runs, second["series"]), first["series"],
+                                 second["series"])
         row.update({"runner-up": second["series"],
                     "runner-up val accuracy": second["val_accuracy"],
                     "runner-up accuracy": second["test_accuracy"], "runner-up sd": second["sd"],
                     "runner-up seeds": second["seeds"],
                     "runner-up ci": (second["ci_low"], second["ci_high"]),
-                    "p (McNemar, exact)": (pair["largest p (McNemar, exact)"].iloc[0]
-                                           if len(pair) else np.nan)})
+                    "p (McNemar, exact)": (pair["largest p (McNemar, exact)"]
+                                           if pair else np.nan)})
     best = pd.DataFrame([row])
     best["p (Holm)"] = best["p (McNemar, exact)"]  # one budget: nothing to adjust
     return best
@@ -80,20 +82,14 @@ def equal_compute(table: pd.DataFrame, tolerance: float = TOLERANCE) -> bool:
 
 def formatted(best: pd.DataFrame):
     """The answer as a reader sees it: one row per budget."""
-    def cell(row, prefix):
-        if pd.isna(row.get(prefix)) and prefix == "runner-up":
-            return None
-        low, high = row[f"{prefix} ci"]
-        return accuracy_cell(row[f"{prefix} accuracy"], row[f"{prefix} sd"],
-                             int(row[f"{prefix} seeds"]), low, high)
-
     rows = [{"budget (TFLOPs)": row["budget"] / 1e12,
              "its training (min)": row["best seconds"] / 60,
              "chosen on validation": (f"none ({row['note']})" if pd.isna(row["best"])
                                       else row["best"]),
              "its validation": row["best val accuracy"],
-             "its test (95% CI)": cell(row, "best"),
-             "runner-up": row["runner-up"], "runner-up test (95% CI)": cell(row, "runner-up"),
+             "its test (95% CI)": frontier.accuracy_of(row, "best"),
+             "runner-up": row["runner-up"],
+             "runner-up test (95% CI)": frontier.accuracy_of(row, "runner-up"),
              "p (McNemar, Holm)": row["p (Holm)"]} for _, row in best.iterrows()]
     return plain(pd.DataFrame(rows), {"budget (TFLOPs)": "{:,.3g}",
                                       "its training (min)": "{:,.1f}",
@@ -119,8 +115,7 @@ def sentence(best: pd.DataFrame, runs: list[RunRecord], studies: dict[str, list[
             + (", Holm-adjusted across the budgets." if len(best) > 1 else "."))
     if not studies.get("frontier"):
         text += (" This build trains every compared regime to one budget; the study "
-                 "profile's frontier (`make report PROFILE=study`) answers for budgets from "
-                 "about 1 to 125 TFLOPs.")
+                 "profile's frontier (`make report PROFILE=study`) answers for other budgets.")
     return text
 
 
@@ -169,13 +164,13 @@ def _original_on_frontier(runs: list[RunRecord], experiments: list[str]) -> str:
     right = frontier.correct(runs, experiments)
     tests = []
     for (_, a), (_, b) in zip(lines.iloc[:-1].iterrows(), lines.iloc[1:].iterrows(), strict=True):
-        test = mcnemar_exact(right[a["point"]], right[b["point"]])
+        right_a, right_b = right[a["point"]], right[b["point"]]
+        difference = right_a.mean() - right_b.mean()
         tests.append(compare_sentence({
-            "A": a["series"], "B": b["series"], "accuracy A": right[a["point"]].mean(),
-            "accuracy B": right[b["point"]].mean(),
-            "difference (A − B)": right[a["point"]].mean() - right[b["point"]].mean(),
-            "p per seed": [test["p_value"]],
-            "differences": [right[a["point"]].mean() - right[b["point"]].mean()]}))
+            "A": a["series"], "B": b["series"], "accuracy A": right_a.mean(),
+            "accuracy B": right_b.mean(), "difference (A − B)": difference,
+            "p per seed": [mcnemar_exact(right_a, right_b)["p_value"]],
+            "differences": [difference]}))
     return (f"The original study's question, at {budget / 1e12:,.3g} TFLOPs (the largest "
             f"budget at which all three ran): ranked on validation, {order}. On the first "
             "seed's test predictions: " + " ".join(tests))

@@ -22,6 +22,7 @@ from vgg_transfer.spec import regimes
 from vgg_transfer.spec.profiles import STUDIES
 
 ALPHA = 0.05
+EQUAL_COMPUTE = 0.10  # experiments within this share of each other in FLOPs: one budget
 
 
 # ---------------------------------------------------------------- what a build is
@@ -175,13 +176,11 @@ def _significant(row: dict, sign: int, alpha: float) -> tuple[int, int]:
     return ahead, behind
 
 
-def _which(row: dict, ps: list[float], lead: str = ", ") -> str:
-    """Which runs a comparison's accuracies are: means over seeds, or one seed's where the
-    experiments have several (never a mean beside one seed's value unlabelled)."""
-    if len(ps) > 1:
-        return f"{lead}means over seeds" if lead == ", " else " (means over seeds)"
-    seed = row.get("paired on") or ""
-    return "" if not seed else (f"{lead}{seed}" if lead == ", " else f" ({seed})")
+def _which(row: dict, ps: list[float]) -> str:
+    """Which runs a comparison's accuracies are: "means over seeds", or "seed N" where the
+    experiments have several and one paired ("": one run each). A mean never stands beside
+    one seed's value unlabelled."""
+    return "means over seeds" if len(ps) > 1 else (row.get("paired on") or "")
 
 
 def compare_sentence(row: dict, alpha: float = ALPHA) -> str:
@@ -192,13 +191,15 @@ def compare_sentence(row: dict, alpha: float = ALPHA) -> str:
     """
     a, b, diff, ps = row["A"], row["B"], row["difference (A − B)"], list(row["p per seed"])
     if not any(p < alpha for p in ps):
+        which = _which(row, ps)
         return (f"**{a}** ({row['accuracy A']:.1%}) and **{b}** ({row['accuracy B']:.1%})"
-                f"{_which(row, ps, ' on ')} are not distinguishable on these test images "
-                f"({_p_text(ps)}).")
+                f"{f' ({which})' if which else ''} are not distinguishable on these test "
+                f"images ({_p_text(ps)}).")
     sign = 1 if row["accuracy A"] >= row["accuracy B"] else -1
     (winner, won), (loser, lost) = [(a, row["accuracy A"]), (b, row["accuracy B"])][::sign]
     ahead, behind = _significant(row, sign, alpha)
-    acc = f"({won:.1%} against {lost:.1%}{_which(row, ps)})"
+    which = _which(row, ps)
+    acc = f"({won:.1%} against {lost:.1%}{f', {which}' if which else ''})"
     if ahead == len(ps):
         every = " in every seed" if len(ps) > 1 else ""
         return (f"**{winner}** beats **{loser}** by {abs(diff) * 100:.1f} points {acc}"
@@ -287,7 +288,7 @@ def answer(runs: list[RunRecord], experiments: list[str],
             "on validation): " + compare_sentence(row))
 
 
-def equal_compute(table: pd.DataFrame, tolerance: float = 0.10) -> str:
+def equal_compute(table: pd.DataFrame, tolerance: float = EQUAL_COMPUTE) -> str:
     """Which compared experiments trained on equal compute (mean training FLOPs within
     `tolerance` of each other), and how unequal the rest are: only differences between
     experiments of one group compare regimes at one budget."""

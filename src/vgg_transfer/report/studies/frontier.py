@@ -215,11 +215,6 @@ def scratch_gap(points: pd.DataFrame) -> dict | None:
             "scratch_most": most}
 
 
-def finding(runs: list[RunRecord], experiments: list[str]) -> str:
-    """The study's answer for the discussion pages."""
-    return sentence(best_per_budget(runs, experiments), study_table(runs, experiments))
-
-
 def _ci(cell) -> str:
     low, high = cell
     return f"{low:.1%}–{high:.1%}"
@@ -281,26 +276,31 @@ def gap_sentence(points: pd.DataFrame) -> str:
     return answer
 
 
+def accuracy_of(row, prefix: str) -> str | None:
+    """A `best_per_budget` row's test accuracy of its "best" or "runner-up" as a table
+    cell (`words.accuracy_cell`: mean ± sd over seeds, or one run's), None where it has
+    none."""
+    if pd.isna(row[f"{prefix} accuracy"]) or (prefix == "runner-up"
+                                              and pd.isna(row["runner-up"])):
+        return None
+    low, high = row[f"{prefix} ci"]
+    return accuracy_cell(row[f"{prefix} accuracy"], row[f"{prefix} sd"],
+                         int(row[f"{prefix} seeds"]), low, high)
+
+
 def formatted(best: pd.DataFrame):
     """The per-budget table as a reader sees it: the winner and runner-up chosen on
     validation, their test accuracy with its interval, and the tests; a budget without
     enough rivals shows why in place of a winner."""
-    def accuracy(row, prefix):
-        if pd.isna(row[f"{prefix} accuracy"]) or (prefix == "runner-up"
-                                                  and pd.isna(row["runner-up"])):
-            return None
-        low, high = row[f"{prefix} ci"]
-        return accuracy_cell(row[f"{prefix} accuracy"], row[f"{prefix} sd"],
-                             int(row[f"{prefix} seeds"]), low, high)
-
     shown = pd.DataFrame({
         "budget (TFLOPs)": best["budget"] / 1e12,
         "chosen on validation": [f"none: {row['note']}" if row["note"] else row["best"]
                                  for _, row in best.iterrows()],
         "its validation": best["best val accuracy"],
-        "its test (95% CI)": [accuracy(row, "best") for _, row in best.iterrows()],
+        "its test (95% CI)": [accuracy_of(row, "best") for _, row in best.iterrows()],
         "runner-up": best["runner-up"],
-        "runner-up test (95% CI)": [accuracy(row, "runner-up") for _, row in best.iterrows()],
+        "runner-up test (95% CI)": [accuracy_of(row, "runner-up")
+                                    for _, row in best.iterrows()],
         "p (McNemar, exact)": best["p (McNemar, exact)"], "p (Holm)": best["p (Holm)"],
         "regimes": best["regimes"], "points": best["points"]})
     return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "its validation": "{:.1%}",
