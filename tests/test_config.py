@@ -109,8 +109,8 @@ def test_project_file_resolves_every_profile(tiny_cifar):
     # the frontier's runs first, in the order the profile's `only` lists them
     assert [p.experiment for p in study[:len(frontier)]] == sorted(
         (p.experiment for p in study if p.experiment in frontier_names),
-        key=["budget_finetune", "budget_frozen", "budget_two_phase", "budget_scratch",
-             "budget_scratch_bn"].index)
+        key=["budget_finetune", "budget_frozen", "budget_scratch", "budget_finetune_constant",
+             "budget_scratch_constant"].index)
     assert {p.cfg.image_size for p in study if p.experiment == "resolution"} == {32, 64}
     assert all(c.flops_budget for c in frontier)
     # all 49,000 training images, except where caching them would cost more than the budget
@@ -118,21 +118,34 @@ def test_project_file_resolves_every_profile(tiny_cifar):
                or c.regime in ("scratch", "scratch_bn", "finetune"))
     lines, seeds = {}, {}
     for c in frontier:  # every budget a line reaches, and the seeds at each
-        line = (c.regime, c.unfreeze_from if c.regime == "finetune" else None)
+        line = (c.schedule, c.regime, c.unfreeze_from if c.regime == "finetune" else None)
         for budget in [c.flops_budget, *(c.budget_points or [])]:
             lines.setdefault(line, set()).add(budget)
             seeds.setdefault((line, budget), set()).add(c.seed)
-    assert {r for r, _ in lines} == {"scratch", "scratch_bn", "frozen", "finetune", "two_phase"}
+        if c.schedule == "wsd":  # every budget-aware line searches >= 3 rates spanning 10x
+            rates = c.lr_search.learning_rates
+            assert len(rates) >= 3 and rates[-1] / rates[0] >= 10 - 1e-9
+            assert c.early_stopping is None and c.cooldown_fraction == 0.2
+        else:  # the original recipe: constant 1e-4
+            assert c.learning_rate == 1e-4 and c.lr_search is None
+    aware = {line[1:]: b for line, b in lines.items() if line[0] == "wsd"}
+    assert {r for r, _ in aware} == {"scratch", "frozen", "finetune"}
     assert all(max(b) >= 10 * min(b) for b in lines.values())
-    budgets = sorted(set().union(*lines.values()))
+    budgets = sorted(set().union(*aware.values()))
     assert budgets == [1.25e12, 4e12, 1.25e13, 4e13, 1.25e14]
     for budget in budgets[:-1]:  # three regimes or more, one from random weights, at each
-        regimes_at = {r for (r, _), b in lines.items() if budget in b}
+        regimes_at = {r for (r, _), b in aware.items() if budget in b}
         assert len(regimes_at) >= 3 and regimes_at & {"scratch", "scratch_bn"}, budget
-    # the top budget: fine-tuning everything beside the best partial depth (from block 4)
-    assert {line for line, b in lines.items() if 1.25e14 in b} == {("finetune", 1), ("finetune", 4)}
-    # every point under 5 TFLOPs has three seeds; the costlier ones one
-    assert all(len(s) == 3 if budget < 5e12 else s == {0} for (_, budget), s in seeds.items())
+    # the top budget: fine-tuning everything
+    assert {line for line, b in aware.items() if 1.25e14 in b} == {("finetune", 1)}
+    # the original recipe beside one pretrained line and one from random weights, at the
+    # budgets that line reached
+    constant = {line[1:]: b for line, b in lines.items() if line[0] == "constant"}
+    assert set(constant) == {("finetune", 5), ("scratch", None)}
+    assert all(b == aware[line] for line, b in constant.items())
+    # every budget-aware point under 5 TFLOPs has three seeds; the costlier ones one
+    assert all(len(s) == 3 if budget < 5e12 and line[0] == "wsd" else s == {0}
+               for (line, budget), s in seeds.items())
     # below what caching every image costs, fine-tuning runs the frozen blocks on the fly,
     # and the frozen regime caches a subset its budget pays for (0.626 GFLOPs an image)
     assert all(not c.cache_features for c in frontier

@@ -34,7 +34,7 @@ import pandas as pd
 from vgg_transfer import files
 from vgg_transfer.spec.config import ExperimentConfig
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MODEL_FILE = "model.keras"
 
 
@@ -88,6 +88,9 @@ class Metrics:
     # total) and the per-image forward FLOPs of each part they were counted from (run.flops)
     budget_points: list = field(default_factory=list)  # per smaller budget scored inside
     # the run: its budget, FLOPs spent, epochs, images seen, test accuracy (pipeline)
+    weights_sha256: str = ""          # the trained weights at the end, byte for byte
+    lr_search: dict | None = None     # the learning rate's search: candidates, their runs'
+    # validation accuracy, FLOPs and seconds, and the rate chosen (runner.search)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,22 @@ def sentence(best: pd.DataFrame, runs: list[RunRecord], studies: dict[str, list[
     return text
 
 
+def recipe(runs: list[RunRecord], studies: dict[str, list[str]]) -> str:
+    """What the budget-aware recipe changed against the original constant rate, where the
+    frontier ran a line with both (`frontier.recipe_sentence`), and each line's rate."""
+    experiments = studies.get("frontier")
+    if not experiments:
+        return ""
+    points = frontier.study_table(runs, experiments)
+    search = frontier.search_table(runs, experiments)
+    rates = ", ".join(f"{row['series']} {row['chosen']:g}" for _, row in search.iterrows())
+    text = frontier.recipe_sentence(points)
+    if rates:
+        text = (f"Each line above trained for its budget, at the peak rate its search chose on "
+                f"validation ({rates}), cooling down to zero at the budget. " + text)
+    return text
+
+
 # ---------------------------------------------------------------- the original question
 
 def original_question(runs: list[RunRecord], studies: dict[str, list[str]],
@@ -146,7 +162,7 @@ def original_question(runs: list[RunRecord], studies: dict[str, list[str]],
 
 
 def _original_on_frontier(runs: list[RunRecord], experiments: list[str]) -> str:
-    points = frontier.study_table(runs, experiments)
+    points = frontier.frontier_recipe(frontier.study_table(runs, experiments))
     means = frontier.line_means(points)
     if means.empty:
         return ""

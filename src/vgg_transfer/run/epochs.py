@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +50,7 @@ class Checkpoint:
     earlier: list = field(default_factory=list)  # histories of the phases already finished
 
     def save(self, model: keras.Model, epoch: int, history: dict,
-             plateau: "Plateau | None" = None, points: "Points | None" = None) -> None:
+             plateau: "Plateau | None" = None, points=None) -> None:
         """Model and optimizer state after `epoch` epochs of the current phase, atomically
         (with the best epoch's weights when early stopping will restore them, and the
         budget points scored so far)."""
@@ -83,14 +82,6 @@ def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, list, list | N
         best = sorted(k for k in saved.files if k.startswith("b"))
         weights = [saved[f"b{i}"] for i in range(len(best))] or None
         return int(saved["epoch"]), json.loads(str(saved["history"])), weights
-
-
-def load_points(points: "Points", path: Path) -> None:
-    """The budget points a checkpoint scored before it was saved, back into `points`."""
-    with np.load(path, allow_pickle=False) as saved:
-        if "points" in saved.files:
-            points.taken = json.loads(str(saved["points"]))
-            points.probabilities = [saved[f"p{i}"] for i in range(len(points.taken))]
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -237,89 +228,6 @@ class Budget:
         return self.exhausted
 
 
-@dataclass
-class Points:
-    """Test scores taken inside a run at smaller FLOPs budgets (`budget_points`), each the
-    score the run with that budget ends with.
-
-    `Budget` makes a run with a smaller budget exactly the start of one with a larger: the
-    same seed, data order and constant rate, its last epoch a prefix of the larger run's.
-    So where a smaller budget's run would end, the larger run stops fitting for a moment,
-    validates, picks the weights that run would end with (its best epoch's when early
-    stopping restores them and this epoch is not better), scores the test set with them and
-    goes on with its own weights. A budget the run does not reach (it stopped on a plateau
-    or at its epoch cap first) ends as the run does: `finish` marks it so.
-
-    The scores only report: nothing in training reads them.
-    """
-
-    budgets: list[float]                     # ascending, each below the run's budget
-    score: Callable[[], np.ndarray]          # test-set class probabilities of the model now
-    taken: list[dict] = field(default_factory=list)   # one per budget, in order
-    probabilities: list = field(default_factory=list)  # per taken point (None: the run's own)
-
-    @property
-    def pending(self) -> list[float]:
-        return self.budgets[len(self.taken):]
-
-    def cuts(self, budget: Budget, n: int, batch_size: int) -> list[tuple[int, float]]:
-        """(images into this epoch, budget) for each pending budget whose run ends within
-        the epoch about to start (0 images: it ended with the epoch before)."""
-        ends = []
-        for flops in self.pending:
-            images = budget.images(n, batch_size, flops)
-            if images >= n:
-                break  # this budget's run trains the whole epoch: so do the larger ones
-            if not images and not budget.epochs:
-                raise ValueError(f"budget_points: {flops:.3g} FLOPs do not pay for one batch of "
-                                 f"{batch_size} and its validation")
-            ends.append((images, flops))
-        return ends
-
-    def take(self, model: keras.Model, flops: float, hist: dict, images: int | None,
-             val_data: tuple, batch_size: int, plateau: "Plateau | None",
-             seconds: float) -> None:
-        """Score the run a budget of `flops` makes: `hist` its full epochs, `images` the
-        training images of its short last epoch (None: it ended with them)."""
-        epoch_images = list(hist.get("images", []))
-        last = None
-        if images is not None:  # the short epoch is validated, and counts, as that run's is
-            epoch_images.append(images)
-            last = validation_scores(model, *val_data, batch_size)
-        best = plateau.ending(len(epoch_images), last) if plateau is not None else None
-        if best is not None:  # the validation accuracy of the weights it ends with
-            val_accuracy = hist["val_accuracy"][plateau.best_epoch - 1]
-        else:
-            val_accuracy = (last or {}).get("val_accuracy", hist["val_accuracy"][-1]
-                                            if hist.get("val_accuracy") else None)
-        current = model.get_weights() if best is not None else None
-        if best is not None:
-            model.set_weights(best)
-        try:
-            probabilities = self.score()
-        finally:
-            if current is not None:
-                model.set_weights(current)
-        self.taken.append({"flops_budget": flops, "epoch_images": epoch_images,
-                           "restored_epoch": plateau.best_epoch if best is not None else None,
-                           "val_accuracy": None if val_accuracy is None else float(val_accuracy),
-                           "ended": "budget",
-                           "train_seconds": seconds})
-        self.probabilities.append(probabilities)
-        print(f"budget point {flops:.3g} FLOPs: {sum(epoch_images):,} images seen, test "
-              f"scored", flush=True)
-
-    def finish(self, hist: dict, seconds: float) -> None:
-        """The budgets the run did not reach end as the run does."""
-        for flops in self.pending:
-            self.taken.append({"flops_budget": flops,
-                               "epoch_images": list(hist.get("images", [])),
-                               "restored_epoch": None, "val_accuracy": None,
-                               "ended": "with the run",
-                               "train_seconds": seconds})
-            self.probabilities.append(None)
-
-
 class Batches(keras.utils.PyDataset):
     """One epoch's batches, in `order`, gathered batch by batch: no shuffled copy of the
     training set (nor the tensor Keras would make of one) is ever held, so a run on cached
@@ -345,11 +253,32 @@ class Batches(keras.utils.PyDataset):
         self.inputs = self.targets = self.order = None
 
 
+@dataclass
+class Cut:
+    """Where a run pauses inside an epoch for a budget point (`run.points`): what the point
+    may read of the run, and the run's state so far."""
+
+    model: keras.Model
+    flops: float                 # the point's budget
+    images: int                  # images of this epoch trained so far
+    epoch: int
+    logs: dict                   # this epoch's training logs so far
+    hist: dict
+    train_data: tuple
+    val_data: tuple
+    batch_size: int
+    seed: int
+    epochs: range                # the run's epochs
+    plateau: "Plateau | None"
+    budget: Budget
+    seconds: float               # training seconds so far
+
+
 def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
                batch_size: int, seed: int, log: EpochLog, hist: dict,
                checkpoint: Checkpoint | None = None, last: int | None = None,
                plateau: Plateau | None = None, budget: Budget | None = None,
-               points: Points | None = None) -> dict:
+               points=None, start: tuple[int, dict] | None = None) -> dict:
     """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
 
     Every epoch depends only on (seed, epoch) and the state at its start, which is what makes
@@ -359,34 +288,39 @@ def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: 
         last: the final epoch number of the whole run; no checkpoint is written after it.
         plateau: stop once the validation split stops improving (see `Plateau`).
         budget: stop once the training FLOPs budget is spent (see `Budget`).
-        points: score the test set where each smaller budget's run would end (see
-            `Points`); an epoch such a run ends in is fitted in parts, and its logged
+        points: budget points (`run.points`): the run pauses where each one's `cuts` says
+            and hands it a `Cut`; an epoch with a pause is fitted in parts, and its logged
             training loss and accuracy are the parts' means weighted by their images.
+        start: (images, logs) to go on from inside the first epoch, which is then not
+            reseeded: a branch taken at a `Cut` (its state is the run's at that point).
     """
     inputs, targets = train_data
     saved, elapsed = time.perf_counter(), 0.0
     for epoch in epochs:
-        reseed_epoch(target, seed, epoch)
+        if start is None:
+            reseed_epoch(target, seed, epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
         if budget is not None:
             order = budget.epoch_order(order, batch_size)
             if not len(order):
                 break
-        start = time.perf_counter()
-        logs, done = {}, 0
-        cuts = points.cuts(budget, len(inputs), batch_size) if points and budget else []
+        begin = time.perf_counter()
+        done, logs = start or (0, {})
+        start = None
+        cuts = points.cuts(budget, len(inputs), batch_size, hist, len(order)) if points else []
         for images, flops in [*cuts, (len(order), None)]:
-            if images > done:  # the epoch's batches up to the next budget point's end
+            if images > done:  # the epoch's batches up to the next pause
                 part = _fit_part(target, inputs, targets, order[done:images], batch_size,
                                  epoch)
                 logs = {name: (logs.get(name, 0.0) * done + value * (images - done)) / images
                         for name, value in part.items()}
                 done = images
             if flops is not None:
-                points.take(target, flops, hist, images or None, val_data, batch_size,
-                            plateau, elapsed + time.perf_counter() - start)
+                points.take(Cut(target, flops, images, epoch, logs, hist, train_data,
+                                val_data, batch_size, seed, epochs, plateau, budget,
+                                elapsed + time.perf_counter() - begin))
         logs.update(validation_scores(target, *val_data, batch_size))
-        log.epoch(epoch, logs, time.perf_counter() - start)
+        log.epoch(epoch, logs, time.perf_counter() - begin)
         elapsed += log.seconds[-1]
         for name, value in logs.items():
             hist.setdefault(name, []).append(value)

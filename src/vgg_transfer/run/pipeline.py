@@ -28,11 +28,12 @@ from vgg_transfer.record import (
 )
 from vgg_transfer.run import backend, fingerprint, flops, provenance
 from vgg_transfer.run.data import CIFAR10, load_cifar10, split_indices
-from vgg_transfer.run.epochs import Checkpoint, Points, set_seed
+from vgg_transfer.run.epochs import Checkpoint, set_seed
 from vgg_transfer.run.explain import fixed_examples, gradcam
 from vgg_transfer.run.features import cache_folder
 from vgg_transfer.run.metrics import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
 from vgg_transfer.run.models import Built, build_model, param_counts
+from vgg_transfer.run.points import Branches, Points
 from vgg_transfer.run.training import FeatureCache, TrainResult, plan, predict, train
 from vgg_transfer.spec import precision as compute_precision
 from vgg_transfer.spec.config import ExperimentConfig
@@ -140,7 +141,8 @@ def fit(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
     config's `budget_points` as it goes, which training never reads)."""
     points = None
     if cfg.budget_points:
-        points = Points(list(cfg.budget_points), lambda: predict(
+        kind = Points if cfg.schedule == "constant" else Branches
+        points = kind(list(cfg.budget_points), lambda: predict(
             built, split.data.x_test, cfg.batch_size, cache if cfg.cache_features else None))
     return train(built, plan(cfg.regime, cfg), *split.fit_arrays, batch_size=cfg.batch_size,
                  cache_features=cfg.cache_features, cache=cache, seed=cfg.seed,
@@ -193,7 +195,7 @@ def _timings(cfg: ExperimentConfig, split: Split, result: TrainResult, timings: 
 
 def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built,
              result: TrainResult, history: pd.DataFrame, probs: np.ndarray,
-             points: list[np.ndarray]) -> Metrics:
+             points: list[np.ndarray], search: dict | None) -> Metrics:
     best = int(history["val_accuracy"].idxmax())
     per_image = flops.forward_per_image(built)
     return Metrics(
@@ -206,10 +208,20 @@ def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built
         best_val_accuracy=float(history["val_accuracy"].iloc[best]), best_val_epoch=best + 1,
         params=Params(**param_counts(built.model)),  # after training: phases unfreeze
         cached_features=result.cached, notes=result.notes,
-        compute=flops.run_compute(per_image, result.phases, len(split.train_idx),
-                                  int(len(split.val_idx))),
+        compute=with_cooldowns(flops.run_compute(per_image, result.phases, len(split.train_idx),
+                                                 int(len(split.val_idx))), result),
         budget_points=budget_points(per_image, split, result, points, cfg.batch_size),
-        **spent(result, cfg.batch_size))
+        weights_sha256=result.weights_sha256, lr_search=search, **spent(result, cfg.batch_size))
+
+
+def with_cooldowns(compute: dict, result: TrainResult) -> dict:
+    """The run's compute with what its budget points' cooldown branches cost on top of it
+    (`run.points.Branches`): `cooldowns`, and `spent`, everything the run computed. Each
+    point is charged its own budget; the run, what it really spent."""
+    cooldowns = sum(p.get("cooldown_flops", 0.0)
+                    for p in (result.points.taken if result.points else []))
+    return {**compute, "cooldowns": cooldowns,
+            "spent": compute["flops"]["total"] + cooldowns}
 
 
 def budget_points(per_image: dict, split: Split, result: TrainResult,
@@ -232,6 +244,8 @@ def budget_points(per_image: dict, split: Split, result: TrainResult,
                      "flops": compute["flops"]["total"], "epochs": len(images),
                      **steps_and_images(images, batch_size),
                      "restored_epoch": point["restored_epoch"],
+                     "cooldown_flops": point.get("cooldown_flops", 0.0),
+                     "weights_sha256": point.get("weights_sha256", ""),
                      "val_accuracy": (run_ends if point["val_accuracy"] is None
                                       else float(point["val_accuracy"])),
                      **{key: scored[key] for key in ("test_accuracy", "test_accuracy_ci95",
@@ -274,12 +288,13 @@ def _provenance(cfg: ExperimentConfig, split: Split, built: Built, wall: float) 
 
 def make_record(cfg: ExperimentConfig, place: Placement, split: Split, built: Built,
                 result: TrainResult, probs: np.ndarray, cams: dict | None,
-                timings: dict) -> RunRecord:
+                timings: dict, search: dict | None = None) -> RunRecord:
     """Everything the run measured, as one typed record."""
     history = pd.DataFrame(result.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     points = point_probabilities(result, probs)
-    return RunRecord(cfg, _metrics(cfg, place, split, built, result, history, probs, points),
+    return RunRecord(cfg, _metrics(cfg, place, split, built, result, history, probs, points,
+                                   search),
                      _timings(cfg, split, result, timings),
                      _provenance(cfg, split, built, timings["wall_seconds"]), history,
                      predictions_frame(probs, split.data.y_test), cams,
@@ -289,12 +304,14 @@ def make_record(cfg: ExperimentConfig, place: Placement, split: Split, built: Bu
 
 
 def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = None,
-        axes: dict | None = None, reference: bool = True) -> Metrics:
+        axes: dict | None = None, reference: bool = True,
+        search: dict | None = None) -> Metrics:
     """Train and evaluate one configuration and write its run folder.
 
     Args:
         experiment, axes, reference: where the run sits in its experiment's grid (see
             `spec.profiles.Point`); recorded in metrics.json so pages can group runs.
+        search: how its learning rate was chosen (`runner.search`), for its record.
 
     Returns:
         The metrics written to metrics.json.
@@ -324,7 +341,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
         keras.mixed_precision.set_global_policy(policy)
     timings["wall_seconds"] = time.perf_counter() - wall_start
     record = make_record(cfg, Placement(experiment or cfg.name, axes or {}, reference), split,
-                         built, result, probs, cams, timings)
+                         built, result, probs, cams, timings, search)
     if cfg.save_model:
         built.model.save(run_dir / MODEL_FILE)
     record.write(run_dir)

@@ -17,20 +17,19 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from vgg_transfer.run import backend, flops
+from vgg_transfer.run import backend, flops, schedule
 from vgg_transfer.run.epochs import (
     Budget,
     Checkpoint,
     EpochLog,
     Plateau,
-    Points,
     fit_epochs,
     load_checkpoint,
-    load_points,
     one_hot,
 )
 from vgg_transfer.run.features import FeatureCache, block_outputs
 from vgg_transfer.run.models import Built, compile_model, freeze_blocks, top
+from vgg_transfer.run.points import Branches, Points, load_points, weights_digest
 from vgg_transfer.spec import regimes
 
 backend.quiet()
@@ -47,7 +46,8 @@ class TrainResult:
     feature_images: int = 0            # images whose features were computed, not read
     feature_rate: float | None = None  # images/s of the frozen blocks when first computed
     phases: list[dict] = field(default_factory=list)  # per phase: budget, epochs run, stop
-    points: Points | None = None       # test scores at smaller FLOPs budgets (`Points`)
+    points: Points | None = None       # test scores at smaller FLOPs budgets (`run.points`)
+    weights_sha256: str = ""           # the trained part's weights at the end, byte for byte
 
 
 @dataclass
@@ -121,6 +121,9 @@ class PhaseBudget:
     label: str = ""              # prefix of the phase's epoch lines
     monitor: str = "val_loss"    # val_loss (lower is better) or val_accuracy (higher)
     restore_best: bool = False   # end the phase with the weights of its best epoch
+    schedule: str = "constant"   # the rate over the phase's steps (`run.schedule`)
+    warmup: int = 0              # wsd: warmup steps
+    cooldown_fraction: float = 0.2  # wsd: the share of the steps that cools down to zero
 
 
 def plan(regime: str, cfg) -> list[PhaseBudget]:
@@ -143,6 +146,9 @@ def plan(regime: str, cfg) -> list[PhaseBudget]:
             rule = dict(patience=cfg.early_stopping, monitor=cfg.monitor, restore_best=True)
         else:
             rule = {}
+        if getattr(cfg, "schedule", "constant") != "constant":
+            rule.update(schedule=cfg.schedule, warmup=cfg.warmup_steps,
+                        cooldown_fraction=cfg.cooldown_fraction)
         phases.append(PhaseBudget(phase.frozen_blocks(cfg), getattr(cfg, phase.epochs),
                                   getattr(cfg, phase.learning_rate), label=phase.label, **rule))
     return phases
@@ -227,6 +233,7 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
     if points is not None:
         points.finish(done[-1].history, result.train_seconds)
         result.points = points
+    result.weights_sha256 = weights_digest(done[-1].inputs.target)
     return result
 
 
@@ -297,7 +304,12 @@ def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, la
     when `restore`; within the run's FLOPs budget when `meter`)."""
     inputs = _phase_inputs(built, phase, images, batch_size, source)
     budget = meter.enter(phase, inputs) if meter else None
-    compile_model(inputs.target, phase.learning_rate)  # recompile after changing trainable
+    rate = _rates(phase, budget, len(inputs.train), batch_size)
+    main = rate(budget.flops if budget else None)
+    compile_model(inputs.target, main)  # recompile after changing trainable
+    if isinstance(points, Branches):
+        points.compile = compile_model
+        points.prepare(rate, main)
     plateau = (Plateau(phase.patience, phase.monitor, phase.restore_best)
                if phase.patience else None)
     hist, resumed = {}, 0
@@ -319,6 +331,18 @@ def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, la
     restored = plateau.finish(inputs.target, len(hist.get("loss", []))) if plateau else None
     return _Done(inputs, hist, time.perf_counter() - start, log, resumed, restored,
                  bool(budget and budget.exhausted))
+
+
+def _rates(phase: PhaseBudget, budget: Budget | None, n: int, batch_size: int):
+    """The learning rate (or schedule) of the phase's run with a budget of `flops` FLOPs (the
+    phase's own, or a budget point's), planned from the ledger as the phase starts."""
+    def rate(flops: float | None):
+        ledger = dataclasses.replace(budget, flops=flops) if budget else None
+        steps = (schedule.planned_steps(ledger, n, batch_size, phase.epochs)
+                 if phase.schedule != "constant" else 0)
+        return schedule.make(phase.schedule, phase.learning_rate, phase.warmup,
+                             phase.cooldown_fraction, steps)
+    return rate
 
 
 def _result(built: Built, phases: list[PhaseBudget], done: list[_Done]) -> TrainResult:
@@ -344,7 +368,9 @@ def _phase_summary(phase: PhaseBudget, done: _Done) -> dict:
             "monitor": phase.monitor if phase.patience else None,
             "stopped_on_plateau": run < phase.epochs and not done.spent_budget,
             "stopped_on_flops_budget": done.spent_budget,
-            "restored_epoch": done.restored, "cached_blocks": done.inputs.blocks}
+            "restored_epoch": done.restored, "cached_blocks": done.inputs.blocks,
+            "schedule": phase.schedule, "warmup_steps": phase.warmup,
+            "cooldown_fraction": phase.cooldown_fraction}
 
 
 def _notes(phases: list[PhaseBudget], done: list[_Done]) -> list[str]:

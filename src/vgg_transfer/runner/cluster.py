@@ -32,7 +32,7 @@ from pathlib import Path
 
 from vgg_transfer import files
 from vgg_transfer.run import backend
-from vgg_transfer.runner import sweep
+from vgg_transfer.runner import search, sweep
 from vgg_transfer.runner.sweep import Outcome
 from vgg_transfer.spec.config import ConfigError
 from vgg_transfer.spec.profiles import Point
@@ -287,21 +287,30 @@ def run_points(points: list[Point], runs_dir: Path, force: bool = False, *,
     A failing run does not stop the others. Prints one line per finished run. Returns the
     outcome of each run sent to the cluster, by run name (empty when every run was current).
     """
-    from distributed import as_completed
-
     if workers is not None and workers < 1:
         raise ConfigError(f"workers: must be at least 1 (got {workers})")
     runs_dir = Path(runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = list(points) if force else sweep.pending(points, runs_dir)
-    if not todo:
+    outcomes: dict[str, Outcome] = {}
+    for wave in search.with_candidates(points):  # the searches' runs first: points read them
+        todo = list(wave) if force else sweep.pending(wave, runs_dir)
+        if todo:
+            outcomes.update(_run_wave(todo, len(wave), runs_dir, force, workers, scheduler))
+    if not outcomes:
         print("cluster: every run is current; nothing to send", flush=True)
-        return {}
+    return outcomes
+
+
+def _run_wave(todo: list[Point], total: int, runs_dir: Path, force: bool,
+              workers: int | None, scheduler: str | None) -> dict[str, Outcome]:
+    """Send runs that do not depend on each other to the cluster, and wait for them all."""
+    from distributed import as_completed
+
     start = time.perf_counter()
     with connect(workers, scheduler) as client:
         size = check_workers(client, runs_dir)
         board = f"; dashboard {client.dashboard_link}" if _has_dashboard() else ""
-        print(f"cluster: {len(todo)} of {len(points)} run(s) to do on {size} worker(s) "
+        print(f"cluster: {len(todo)} of {total} run(s) to do on {size} worker(s) "
               f"({scheduler or 'local'}){board}", flush=True)
         batch = uuid.uuid4().hex[:8]
         futures = {client.submit(run_task, p, str(runs_dir), run_key(p), force, pure=False,

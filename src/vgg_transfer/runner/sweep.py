@@ -25,7 +25,7 @@ from vgg_transfer import files
 from vgg_transfer.record import SCHEMA_VERSION
 from vgg_transfer.run.data import TEST_FILE, TRAIN_FILES, sha256_file
 from vgg_transfer.run.fingerprint import code_hash
-from vgg_transfer.runner import lock
+from vgg_transfer.runner import lock, search
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import PROJECT_ROOT, WEIGHT_NAMES, ExperimentConfig, load_experiments
 from vgg_transfer.spec.profiles import Point, resolve_points
@@ -92,8 +92,11 @@ def run_key(cfg: ExperimentConfig, code: str) -> str:
     """What determines a run's result: the resolved config, the regime's training fields
     (network, initialisation, phases; never its description or colour), the data's and
     weights' hashes (not their paths' spelling), the run record's schema and the code that
-    computes it (`code`: `run.fingerprint.code_hash()`)."""
+    computes it (`code`: `run.fingerprint.code_hash()`). A run whose rate its search chooses
+    (`lr_search`) is keyed by the search, not by a rate (`runner.search`)."""
     config = {k: v for k, v in cfg.model_dump().items() if k not in CONFIG_NOT_KEYED}
+    if cfg.lr_search is not None:
+        config["learning_rate"] = None
     payload = {"config": config, "regime": regimes.get(cfg.regime).training_fields(),
                **_inputs_hash(cfg), "schema": SCHEMA_VERSION, "code": code}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -157,6 +160,11 @@ def _run_point(point: Point, folder: Path, key: str, force: bool) -> Outcome:
     if not force and is_current(final, key):
         print(f"{point.name}: unchanged since its last run, reusing {final}", flush=True)
         return Outcome(point.name, "cached", 0.0)
+    try:
+        cfg, chosen = search.choose(point, folder)
+    except search.SearchFailed as err:
+        print(f"{point.name}: FAILED — {err}", flush=True)
+        return Outcome(point.name, "failed", 0.0, str(err))
     resumable = (not force and (staging / "checkpoint.npz").is_file()
                  and (staging / "run_key").is_file()
                  and (staging / "run_key").read_text().strip() == key)
@@ -168,7 +176,7 @@ def _run_point(point: Point, folder: Path, key: str, force: bool) -> Outcome:
         (staging / "run_key").write_text(key + "\n")
     start = time.perf_counter()
     try:
-        run(point.cfg, staging, point.experiment, point.axes, point.reference)
+        run(cfg, staging, point.experiment, point.axes, point.reference, chosen)
         replace_dir(staging, final)
         (folder / f"{point.name}.failed").unlink(missing_ok=True)
         return Outcome(point.name, "ok", time.perf_counter() - start)
@@ -194,9 +202,12 @@ def _record_failure(point: Point, folder: Path, staging: Path, message: str) -> 
 
 
 def run_points(points: list[Point], runs_dir: Path, force: bool = False) -> list[Outcome]:
-    """Run (or reuse) every point in order; a failing one does not stop the others."""
+    """Run (or reuse) every point in order, after the runs of their learning-rate searches
+    (`runner.search`); a failing one does not stop the others."""
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
     code = code_hash()
+    searched, points = search.with_candidates(points)
+    points = [*searched, *points]
     outcomes, start = [], time.perf_counter()
     for i, point in enumerate(points, 1):
         if len(points) > 1:
@@ -237,6 +248,8 @@ def _field_hint(annotation) -> str:
         return "list of " + " or ".join(_field_hint(a) for a in args)
     if args:
         return " or ".join([_field_hint(a) for a in args] + ["None"])
+    if hasattr(annotation, "model_fields"):  # a nested mapping, e.g. lr_search
+        return "mapping of " + ", ".join(annotation.model_fields)
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -304,7 +317,11 @@ def run_in_notebook(points: list[Point], profile: str, run_dir: str | None = Non
                 f"profile {profile}; give runs_dir (a folder for all of them) or fix the grid "
                 f"with parameters ({', '.join(points[0].axes)})")
         point = points[0]
-        run(point.cfg, run_dir, point.experiment, point.axes, point.reference)
+        searched, _ = search.with_candidates(points)  # beside the run, cached like any run
+        if any(o.status == "failed" for o in run_points(searched, Path(run_dir).parent, force)):
+            raise RunsFailed(f"{point.name}: a run of its learning-rate search failed")
+        cfg, chosen = search.choose(point, Path(run_dir).parent)
+        run(cfg, run_dir, point.experiment, point.axes, point.reference, chosen)
         return [Path(run_dir)]
     folder = Path(runs_dir) if runs_dir else MANUAL / profile / "runs"
     outcomes = run_points(points, folder, force)

@@ -36,6 +36,35 @@ class ConfigError(ValueError):
     """A configuration that cannot run, with a one-line reason naming the key."""
 
 
+class LRSearch(BaseModel):
+    """Candidate learning rates for a run, and what each candidate's run changes (`set`:
+    config values, typically a smaller flops_budget), chosen on validation accuracy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    learning_rates: list[float] = Field(min_length=2)
+    set: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _ascending(cls, value: list[float]) -> list[float]:
+        if value[0] <= 0 or list(value) != sorted(set(value)):
+            raise ValueError(f"ascending, distinct and positive; got {list(value)}")
+        return value
+
+    @field_validator("set")
+    @classmethod
+    def _config_keys(cls, value: dict) -> dict:
+        fixed = {"name", "learning_rate", "lr_search", "budget_points"} & set(value)
+        if fixed:
+            raise ValueError(f"set: {sorted(fixed)[0]} is the search's own (each candidate "
+                             "has its rate, its name and no budget points)")
+        unknown = set(value) - set(ExperimentConfig.model_fields)
+        if unknown:
+            raise ValueError(f"set: unknown key {sorted(unknown)[0]!r}")
+        return value
+
+
 class ExperimentConfig(BaseModel):
     """Everything that determines one training run."""
 
@@ -86,6 +115,19 @@ class ExperimentConfig(BaseModel):
     # only report: nothing is chosen on them. A single-phase regime with a flops_budget only.
     budget_points: Optional[list[float]] = None
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    # The learning rate over the steps of a single-phase run: constant (the original study's
+    # recipe), or wsd: a linear warmup over `warmup_steps`, the constant rate, then a linear
+    # cooldown to zero over the last `cooldown_fraction` of the steps the run's budget affords
+    # (its flops_budget, or its epochs when they end it first). With wsd, each budget point
+    # is a cooldown branch off the run (vgg_transfer.run.branches): exactly the shorter run.
+    schedule: Literal["constant", "wsd"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    cooldown_fraction: float = Field(0.2, gt=0, le=1)
+    # The learning rate chosen on validation among candidates, before the run trains: each
+    # candidate is a run of its own (this config with the candidate's learning_rate, seed 0,
+    # no budget points, and the search's `set`), the one with the best validation accuracy
+    # gives the rate (vgg_transfer.runner.search). None: learning_rate as given.
+    lr_search: Optional["LRSearch"] = None
     # The Keras backend that runs it; the environment's KERAS_BACKEND when set. A process runs
     # one backend, so the runner starts each experiment's kernel with KERAS_BACKEND set to it.
     backend: Literal["tensorflow", "jax", "torch"] = DEFAULT_BACKEND
@@ -150,10 +192,26 @@ class ExperimentConfig(BaseModel):
                              "point is exactly a shorter run for single-phase regimes only")
         return self
 
+    @model_validator(mode="after")
+    def _schedule_ends_the_run(self) -> "ExperimentConfig":
+        if self.schedule == "constant":
+            return self
+        if regimes.get(self.regime).phased:
+            raise ValueError(f"schedule: {self.schedule} needs a single-phase regime; "
+                             f"{self.regime} trains in phases")
+        if self.early_stopping:
+            raise ValueError(f"schedule: {self.schedule} ends the learning rate where the run "
+                             "ends; early_stopping would stop it before its cooldown (set "
+                             "early_stopping: null)")
+        return self
+
     def describe_weights(self) -> str:
         """A short label for figures and tables, so no result loses its weights' name."""
         return {"none": "random init", "imagenet": "ImageNet",
                 "hed-bsds500": "HED-BSDS500 (offline VGG16)"}.get(self.weights, self.weights)
+
+
+ExperimentConfig.model_rebuild()
 
 
 def _format_error(err: ValidationError, where: str) -> str:

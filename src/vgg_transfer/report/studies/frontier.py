@@ -6,6 +6,10 @@ Nothing here is chosen on the test set: each budget's regimes are ranked by the 
 accuracy of the weights each point ended with (the mean over seeds where a point has
 several), and the test set only reports the two ranked first. A budget names a winner only
 when at least `MIN_RIVALS` regimes ran at it, one of them from random weights.
+
+A line trains with one of two recipes: budget-aware (a schedule that ends at each budget,
+at the rate its search chose on validation) or the original's constant rate. Where both ran,
+the answer comes from the budget-aware lines; the constant ones show what the recipe moves.
 """
 
 from __future__ import annotations
@@ -51,6 +55,23 @@ def budgeted(runs: list[RunRecord], experiments: list[str]) -> list[RunRecord]:
     return [run for run in of_experiments(runs, experiments) if run.config.flops_budget]
 
 
+BUDGET_AWARE = "budget-aware"
+
+
+def recipe(run: RunRecord) -> str:
+    """How a run's rate moved: "budget-aware" (a schedule ending at its budget), or
+    "constant 1e-4"."""
+    if run.config.schedule != "constant":
+        return BUDGET_AWARE
+    return "constant " + f"{run.config.learning_rate:.0e}".replace("e-0", "e-")
+
+
+def frontier_recipe(points: pd.DataFrame) -> pd.DataFrame:
+    """The points the answer is drawn from: the budget-aware lines where any ran."""
+    aware = points[points["recipe"] == BUDGET_AWARE]
+    return aware if len(aware) else points
+
+
 def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
     """One row per budget point: a run trained to its own budget, or a smaller budget scored
     inside one (`budget_points`: exactly where the run with that budget would end). Each row
@@ -60,7 +81,8 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
     for run in budgeted(runs, experiments):
         common = {"series": series(run), "regime": run.metrics.regime, "run": run.name,
                   "training images": run.metrics.train_n, "frozen blocks": frozen_blocks(run),
-                  "precision": run.config.precision, "seed": run.config.seed}
+                  "precision": run.config.precision, "seed": run.config.seed,
+                  "recipe": recipe(run), "learning rate": run.config.learning_rate}
         taken = f"inside the {run.config.flops_budget / 1e12:,.3g}-TFLOPs run"
         for index, point in enumerate(run.metrics.budget_points):
             seconds = run.timings.point_seconds[index] + run.feature_cost
@@ -83,9 +105,14 @@ def study_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
                      "taken": "its own run"})
     columns = ["series", "regime", "run", "point", "seed", "budget", "flops", "seconds",
                "precision", "training images", "images seen", "frozen blocks", "val_accuracy",
-               "test_accuracy", "ci_low", "ci_high", "ended on", "taken"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["series", "budget"],
-                                                           ignore_index=True)
+               "test_accuracy", "ci_low", "ci_high", "ended on", "taken", "recipe",
+               "learning rate"]
+    table = pd.DataFrame(rows, columns=columns)
+    if (table["recipe"] == BUDGET_AWARE).any():  # the original recipe's lines, named so
+        constant = table["recipe"] != BUDGET_AWARE
+        table.loc[constant, "series"] = (table.loc[constant, "series"] + " ("
+                                         + table.loc[constant, "recipe"] + ")")
+    return table.sort_values(["series", "budget"], ignore_index=True)
 
 
 def point_key(run: RunRecord, index: int | None = None) -> str:
@@ -141,7 +168,7 @@ def best_per_budget(runs: list[RunRecord], experiments: list[str]) -> pd.DataFra
     on the same test images, Holm-adjusted across the budgets that name a winner. A budget
     without enough rivals (`rivals_note`) names none; its row says why."""
     right = correct(runs, experiments)
-    points, rows = study_table(runs, experiments), []
+    points, rows = frontier_recipe(study_table(runs, experiments)), []
     for budget, group in points.groupby("budget", sort=True):
         lines = by_series(group).sort_values(["val_accuracy", "flops", "series"],
                                              ascending=[False, True, True], ignore_index=True)
@@ -196,7 +223,7 @@ def scratch_gap(points: pd.DataFrame) -> dict | None:
     test accuracy (seed mean) of the pretrained line best on validation at the smallest
     budget, and the least compute a scratch line reached it with, in its seed mean (None
     there when none did: then the ratio is a lower bound, from scratch's largest point)."""
-    points = line_means(points)
+    points = line_means(frontier_recipe(points)) if len(points) else line_means(points)
     if points.empty:
         return None
     scratch, transfer = (points[points["regime"].isin(SCRATCH)],
@@ -314,17 +341,20 @@ def plot(points: pd.DataFrame, ax=None):
     upper envelope of those means: the best any line reached with at most that compute."""
     fig, (ax,) = new_axes(ax, figsize=(8.5, 5))
     means = line_means(points)
+    constant = set(points.loc[points["recipe"] != BUDGET_AWARE, "series"]) \
+        if (points["recipe"] == BUDGET_AWARE).any() else set()
     for name, group in means.groupby("series", sort=False):
         group = group.sort_values("flops")
         colour = color(group["regime"].iloc[0])
         ax.errorbar(group["flops"], group["test_accuracy"], yerr=group["sd"].fillna(0),
-                    marker="o", ms=5, capsize=3, ls=LINES.get(name, "-"), color=colour,
-                    label=name)
+                    marker="x" if name in constant else "o", ms=5, capsize=3,
+                    ls=(0, (1, 2)) if name in constant else LINES.get(name, "-"),
+                    color=colour, alpha=0.55 if name in constant else 1.0, label=name)
         seeds = points[(points["series"] == name)
                        & points["budget"].isin(group.loc[group["seeds"] > 1, "budget"])]
         ax.scatter(seeds["flops"], seeds["test_accuracy"], s=9, alpha=0.45, color=colour)
     if len(means):
-        top = envelope(means)
+        top = envelope(means[~means["series"].isin(constant)])
         ax.step(top["flops"], top["test_accuracy"], where="post", color="black", lw=1.5,
                 ls="--", label="upper envelope")
     ax.set_xscale("log")
@@ -332,7 +362,8 @@ def plot(points: pd.DataFrame, ax=None):
     ax.set_ylabel("test accuracy (seed mean where several)")
     percent_axis(ax.yaxis)
     chance_line(ax, vertical=False)
-    ax.set_title("Which regime for which budget")
+    ax.set_title("Which regime for which budget"
+                 + (" (faint, dotted: the original constant rate)" if constant else ""))
     ax.legend(fontsize="small", loc="best")
     return fig
 
@@ -364,3 +395,103 @@ def formatted_points(points: pd.DataFrame):
                          "seconds": "{:,.0f}", "training images": "{:,}", "images seen": "{:,}",
                          "validation accuracy": "{:.1%}", "test accuracy": "{:.1%}"},
                  missing="—")
+
+
+# ---------------------------------------------------------------- the recipe
+
+def search_table(runs: list[RunRecord], experiments: list[str]) -> pd.DataFrame:
+    """One row per line whose rate a search chose (`runner.search`): the candidates'
+    validation accuracy, the rate chosen, and what the search cost in FLOPs and seconds."""
+    rows, seen = [], set()
+    for run in sorted(budgeted(runs, experiments), key=lambda r: (r.config.seed, r.name)):
+        found = run.metrics.lr_search
+        if not found or series(run) in seen:
+            continue
+        seen.add(series(run))
+        rows.append({"series": series(run), "chosen": found["chosen"],
+                     "candidates": " · ".join(f"{c['learning_rate']:g}: {c['val_accuracy']:.1%}"
+                                              for c in found["candidates"]),
+                     "at (TFLOPs)": _search_budget(found, run),
+                     "search TFLOPs": found["flops"] / 1e12,
+                     "search minutes": found["seconds"] / 60})
+    return pd.DataFrame(rows, columns=["series", "chosen", "candidates", "at (TFLOPs)",
+                                       "search TFLOPs", "search minutes"])
+
+
+def _search_budget(found: dict, run: RunRecord) -> float:
+    return found["set"].get("flops_budget", run.config.flops_budget) / 1e12
+
+
+def formatted_search(table: pd.DataFrame):
+    """`search_table` as a reader sees it."""
+    shown = table.rename(columns={"series": "line", "chosen": "rate chosen",
+                                  "candidates": "validation accuracy of each rate",
+                                  "at (TFLOPs)": "search budget (TFLOPs)"})
+    return plain(shown, {"rate chosen": "{:g}", "search budget (TFLOPs)": "{:,.3g}",
+                         "search TFLOPs": "{:,.1f}", "search minutes": "{:,.1f}"})
+
+
+def recipe_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Each line that ran with both recipes, at each budget both reached: validation and
+    test accuracy (seed means) with the original constant rate and budget-aware, and the
+    change in test accuracy."""
+    means = line_means(points)
+    if means.empty or "recipe" not in points:
+        return pd.DataFrame()
+    recipes = points.drop_duplicates("series").set_index("series")["recipe"]
+    means["recipe"] = means["series"].map(recipes)
+    aware = means[means["recipe"] == BUDGET_AWARE]
+    rows = []
+    for _, old in means[means["recipe"] != BUDGET_AWARE].iterrows():
+        line = old["series"].rsplit(" (", 1)[0]
+        new = aware[(aware["series"] == line) & (aware["budget"] == old["budget"])]
+        if new.empty:
+            continue
+        new = new.iloc[0]
+        rows.append({"line": line, "budget": old["budget"], "constant": old["recipe"],
+                     "constant val": old["val_accuracy"], "constant test": old["test_accuracy"],
+                     "budget-aware val": new["val_accuracy"],
+                     "budget-aware test": new["test_accuracy"],
+                     "change": new["test_accuracy"] - old["test_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def formatted_recipes(table: pd.DataFrame):
+    shown = table.assign(**{"budget (TFLOPs)": table["budget"] / 1e12,
+                            "change (points)": table["change"] * 100})
+    shown = shown[["line", "budget (TFLOPs)", "constant", "constant val", "constant test",
+                   "budget-aware val", "budget-aware test", "change (points)"]]
+    return plain(shown, {"budget (TFLOPs)": "{:,.3g}", "constant val": "{:.1%}",
+                         "constant test": "{:.1%}", "budget-aware val": "{:.1%}",
+                         "budget-aware test": "{:.1%}", "change (points)": "{:+.1f}"})
+
+
+def recipe_sentence(points: pd.DataFrame) -> str:
+    """How much the budget-aware recipe moved the lines that ran with both, and whether it
+    changed which of them validation chooses at a budget ("" without such lines)."""
+    table = recipe_table(points)
+    if table.empty:
+        return ""
+    moved = "; ".join(
+        f"{line} by {group['change'].min() * 100:+.1f} to {group['change'].max() * 100:+.1f} "
+        f"points over {len(group)} budgets" for line, group in table.groupby("line"))
+    text = (f"Against the original constant rate at the same budgets, the budget-aware recipe "
+            f"(its rate chosen on validation, a cooldown to zero at the budget) moved the test "
+            f"accuracy of {moved}.")
+    changed, kept = [], []
+    for budget, group in table.groupby("budget"):
+        if len(group) < 2:
+            continue
+        before = group.sort_values("constant val", ascending=False)["line"].iloc[0]
+        after = group.sort_values("budget-aware val", ascending=False)["line"].iloc[0]
+        (changed if before != after else kept).append(
+            f"{budget / 1e12:,.3g} TFLOPs ({before} → {after})" if before != after
+            else f"{budget / 1e12:,.3g}")
+    if changed:
+        text += (" Between these lines, validation chooses differently with the new recipe "
+                 f"at {', '.join(changed)}")
+        text += f", and the same at {', '.join(kept)} TFLOPs." if kept else "."
+    elif kept:
+        text += (f" Between these lines, validation chooses the same one with either recipe "
+                 f"at every budget both reached ({', '.join(kept)} TFLOPs).")
+    return text
