@@ -179,6 +179,7 @@ class Branches(Points):
         ledger = Budget(cut.flops, main_budget.spent, main_budget.per_image,
                         main_budget.per_epoch, epochs=main_budget.epochs)
         hist = copy.deepcopy(cut.hist)
+        own = copy.copy(self.main)  # the run's own end, to go back to
         begin = time.perf_counter()
         self._switch(model, self.schedules[cut.flops], state)
         try:
@@ -189,7 +190,7 @@ class Branches(Points):
             probabilities = self.score()
             digest = weights_digest(model)
         finally:
-            self._switch(model, self.main, state)
+            self._switch(model, own, state)
         cooldown = ledger.spent - main_budget.spent - cut.images * main_budget.per_image
         self.taken.append({"flops_budget": cut.flops, "epoch_images": list(hist["images"]),
                            "restored_epoch": None,
@@ -200,9 +201,14 @@ class Branches(Points):
         self.probabilities.append(probabilities)
 
     def _switch(self, model: keras.Model, schedule, state: tuple) -> None:
-        """Compile `model` with `schedule` and give it the copied variables."""
-        self.compile(model, schedule)
-        model.optimizer.build(model.trainable_variables)
+        """Give `model` the copied variables under `schedule`'s end: the run's schedule is
+        retargeted in place where the compiled step reads it as a variable; on JAX, which
+        compiles what a schedule reads into the step, the model is compiled again."""
+        if keras.backend.backend() == "jax":
+            self.compile(model, schedule)
+            model.optimizer.build(model.trainable_variables)
+        else:
+            self.main.retarget(schedule)
         for variable, value in zip(model.variables, state[0], strict=True):
             variable.assign(value)
         for variable, value in zip(model.optimizer.variables, state[1], strict=True):

@@ -26,13 +26,23 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, peak: float, warmup: int, total: int, cooldown: int):
         self.peak, self.warmup, self.total, self.cooldown = (float(peak), int(warmup),
                                                              int(total), int(cooldown))
+        # the end, as variables the compiled step reads: a branch retargets them in place
+        self._end = keras.Variable(float(total), trainable=False, dtype="float32")
+        self._length = keras.Variable(float(cooldown), trainable=False, dtype="float32")
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")
-        rate = keras.ops.clip((self.total - step) / self.cooldown, 0.0, 1.0) * self.peak
+        rate = keras.ops.clip((self._end - step) / self._length, 0.0, 1.0) * self.peak
         if self.warmup:
             rate = rate * keras.ops.minimum(1.0, (step + 1.0) / self.warmup)
         return rate
+
+    def retarget(self, other: "WarmupStableDecay") -> None:
+        """End as `other` does (the same peak and warmup, another budget), without a new
+        compiled step."""
+        self.total, self.cooldown = other.total, other.cooldown
+        self._end.assign(float(other.total))
+        self._length.assign(float(other.cooldown))
 
     @property
     def cooldown_start(self) -> int:
