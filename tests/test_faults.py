@@ -6,8 +6,11 @@ stops before anything trains."""
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -93,26 +96,44 @@ def test_a_run_folder_another_process_writes_is_left_alone(tiny_cifar, tmp_path)
 
 
 @pytest.fixture
-def read_only(tmp_path):
+def read_only(tmp_path, tiny_cifar):
+    """(a folder the command cannot write, the command's prefix, the data it reads). Root
+    writes through permission bits, so as root the folder is a read-only mount, or, where
+    mounting is not allowed (a container), the command runs as the unprivileged `nobody`."""
     folder = tmp_path / "read-only"
     folder.mkdir()
-    if os.geteuid() == 0:  # root writes through permission bits: a read-only mount instead
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                                  str(folder)], capture_output=True)
-        if mounted.returncode != 0:
-            pytest.skip("root without a read-only mount: " + mounted.stderr.decode()[-200:])
-        yield folder
-        subprocess.run(["umount", str(folder)], check=True)
-    else:
+    if os.geteuid() != 0:
         folder.chmod(0o555)
-        yield folder
+        yield folder, [], tiny_cifar
         folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                              str(folder)], capture_output=True)
+    if mounted.returncode == 0:
+        yield folder, [], tiny_cifar
+        subprocess.run(["umount", str(folder)], check=True)
+        return
+    if not shutil.which("setpriv"):
+        pytest.skip("root, without a read-only mount or setpriv: " + mounted.stderr.decode())
+    shared = Path(tempfile.mkdtemp(prefix="vgg-read-only-"))  # reachable by nobody
+    shared.chmod(0o755)
+    data = shutil.copytree(tiny_cifar, shared / "cifar-10-batches-py")
+    for path in [shared, data, *data.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    outputs = shared / "outputs"
+    outputs.mkdir(mode=0o555)
+    outputs.chmod(0o555)
+    yield outputs, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], data
+    shutil.rmtree(shared, ignore_errors=True)
 
 
-def test_a_read_only_outputs_folder_stops_before_anything_trains(tiny_cifar, read_only):
-    env = {**os.environ, "CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
-    result = command([sys.executable, "-m", "vgg_transfer", "run", "--profile", "smoke",
-                      "--outputs", read_only], expect=3, env=env, timeout=300, cwd=PROJECT_ROOT)
+def test_a_read_only_outputs_folder_stops_before_anything_trains(read_only):
+    folder, prefix, data = read_only
+    env = {**os.environ, "CIFAR10_DIR": str(data), "WEIGHTS": "hed-bsds500",
+           **({"HOME": "/tmp", "MPLCONFIGDIR": "/tmp"} if prefix else {})}
+    result = command([*prefix, sys.executable, "-m", "vgg_transfer", "run", "--profile",
+                      "smoke", "--outputs", folder], expect=3, env=env, timeout=300,
+                     cwd=PROJECT_ROOT)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "is not writable" in errors[0], result.stderr[-2000:]
     assert "epoch" not in result.stdout and "===" not in result.stdout
