@@ -12,8 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from vgg_transfer.core.data import NUM_CLASSES
 from vgg_transfer.run import backend
-from vgg_transfer.run.data import NUM_CLASSES
 
 
 def set_seed(seed: int) -> None:
@@ -40,9 +40,8 @@ class Checkpoint:
     """Where training state is saved, and how often: after an epoch once `seconds` of
     training have passed since the last save (0: after every epoch).
 
-    Saving copies every variable out of TensorFlow, and here that slowed the next epoch by
-    up to 80%, so short epochs are not each saved; a killed run loses at most about
-    `seconds` plus one epoch.
+    Saving copies every variable out of the backend, which slows the next epoch, so short
+    epochs are not each saved; a killed run loses at most about `seconds` plus one epoch.
     """
 
     path: Path
@@ -106,7 +105,7 @@ def validation_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
     """Validation loss and accuracy over all of (x, y), batch by batch with `test_on_batch`.
 
     Keras's `evaluate`, and `fit(validation_data=...)`, build a tf.data iterator each time;
-    here tearing it down stalled about every other epoch for some 9 s, half an epoch.
+    tearing it down stalls training (README, "Two stalls").
     """
     totals = {"val_loss": 0.0, "val_accuracy": 0.0}
     for i in range(0, len(x), batch_size):
@@ -249,7 +248,7 @@ class Batches(keras.utils.PyDataset):
     def release(self) -> None:
         """Drop the arrays once the epoch is fitted. Keras keeps a reference to every
         dataset `fit` was given, past the end of the run; without this, each run of a sweep
-        left its training inputs in the kernel (574 MB for 49,000 images at 32 px)."""
+        left its training inputs in the kernel."""
         self.inputs = self.targets = self.order = None
 
 

@@ -39,7 +39,6 @@ from vgg_transfer.spec.profiles import Point
 
 # Dask's nanny sets these to 1 in every worker it starts; the local cluster leaves them as
 # they are here, so that a run's NumPy and oneDNN get the threads a sequential run gets.
-# (Set to 1, they did not change a frozen run's metrics in a check here; they may be slower.)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 # Fault injection for the tests, off unless set: with VGG_TRANSFER_TEST_KILL=<run name>, the
@@ -198,7 +197,7 @@ def run_task(point: Point, runs_dir: str, key: str, force: bool) -> tuple[Outcom
     output in `.<run>.log` beside the run folder. Returns its outcome and the worker's name.
 
     A child process per run, because the worker's own threads draw from Python's global
-    random generator while a task runs (here: several times in 5 s), and Keras draws the
+    random generator while a task runs, and Keras draws the
     seeds of initializers given none from it after `keras.utils.set_random_seed`; in the
     worker itself the same run gave different weights each time. A fresh process per run is
     also what a sequential run gets (a notebook kernel), and it hands a GPU's memory back,

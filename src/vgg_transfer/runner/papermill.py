@@ -25,24 +25,9 @@ def execute(template: Path, output: Path, parameters: dict, kernel: str | None,
     """Run a template notebook with papermill; its cells' output streams to our log.
 
     `env`: variables set in the kernel's environment on top of this process's (the Keras
-    backend of an experiment's runs).
-
-    The kernel is started so that the log holds the cells' own lines and nothing else:
-
-    - its ZMQ channels use CurveZMQ keys that jupyter_client provisions when the kernelspec
-      declares support (ipykernel's does), so ipykernel has no "Kernel is running over TCP
-      without encryption" warning to give;
-    - writes to file descriptors 1 and 2 by compiled code are not captured into the cells
-      (`IPKernelApp.capture_fd_output=False`), and the kernel process's stderr is a temporary
-      file. TensorFlow's start-up lines go there ("oneDNN custom operations are on", "Could
-      not find cuda drivers", and absl's "All log messages before absl::InitializeLog() ..."):
-      libtensorflow_framework logs them from static initialisers while it loads, before its
-      own initialiser reads TF_CPP_MIN_LOG_LEVEL, so no setting turns them off (TensorFlow
-      issue 100442). ipykernel's own start-up messages go there too.
-
-    Python's output (print, warnings, tracebacks) still reaches the cells and the log. The
-    kernel's stderr is printed when the kernel itself fails (dies, hangs, never starts); an
-    exception in a cell is in the notebook and needs none of it.
+    backend of an experiment's runs). The kernel's ZMQ channels are encrypted and its own
+    stderr (where compiled libraries log as they load) goes to a temporary file, so the log
+    holds the cells' lines; that stderr is printed only when the kernel itself fails.
     """
     import tempfile
 
