@@ -174,9 +174,9 @@ def parity(data_dir: str, weights: str, folder: Path, bf16: bool) -> dict:
     seconds, and McNemar's test between the two on the same test images. A run whose folder
     holds a finished record with the same run key (config, data, weights, schema and run
     code, as the runner keys runs) is read, not trained again."""
+    from vgg_transfer.core.metrics import mcnemar_exact
     from vgg_transfer.record import RunRecord
     from vgg_transfer.run import fingerprint, pipeline
-    from vgg_transfer.run.metrics import mcnemar_exact
     from vgg_transfer.runner.sweep import is_current, run_key
     from vgg_transfer.spec.config import make_config
 
@@ -262,8 +262,8 @@ def accuracy_check(data_dir: str, weights: str, n: int, epochs: int, bf16: bool)
     """
     import keras
 
-    from vgg_transfer.run.data import load_cifar10, split_indices
-    from vgg_transfer.run.metrics import evaluate_predictions
+    from vgg_transfer.core.data import load_cifar10, split_indices
+    from vgg_transfer.core.metrics import evaluate_predictions
     from vgg_transfer.run.training import one_phase, train
 
     data = load_cifar10(data_dir)

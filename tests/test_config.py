@@ -255,7 +255,9 @@ def test_a_run_computes_only_with_keyed_code():
     outside = {m for m in imported if not m.startswith("vgg_transfer.run.")}
     assert outside == {"vgg_transfer", "vgg_transfer.run", "vgg_transfer.spec",
                        "vgg_transfer.spec.config", "vgg_transfer.spec.regimes",
-                       "vgg_transfer.spec.precision",
+                       "vgg_transfer.spec.precision", "vgg_transfer.spec.backends",
+                       "vgg_transfer.core", "vgg_transfer.core.data",
+                       "vgg_transfer.core.metrics",
                        "vgg_transfer.record", "vgg_transfer.files"}, outside
     from vgg_transfer.runner import sweep
 

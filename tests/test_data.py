@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import write_batch
-from vgg_transfer.run.data import DataError, load_cifar10, read_batch, split_indices
+from vgg_transfer.core.data import DataError, load_cifar10, read_batch, split_indices
 
 
 def test_reads_tiny_folder(tiny_cifar):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vgg_transfer.run.metrics import (
+from vgg_transfer.core.metrics import (
     confusion,
     cross_entropy,
     evaluate_predictions,

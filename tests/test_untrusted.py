@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, command, make_folder
-from vgg_transfer.run.data import DataError, load_cifar10, read_batch
+from vgg_transfer.core.data import DataError, load_cifar10, read_batch
 
 
 class Payload:

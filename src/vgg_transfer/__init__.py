@@ -5,10 +5,6 @@ the run record, the page side (selection, statistics, sentences, tables, figures
 experiment runner and the command line. Notebooks only call into it.
 """
 
-# The run side's process settings (oneDNN on, TensorFlow's C++ logs quiet) before any
-# TensorFlow import, whichever module is imported first.
-import vgg_transfer.run  # noqa: E402,F401
-
 __version__ = "0.1.0"
 
 CLASS_NAMES = (

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from vgg_transfer import CLASS_NAMES
-from vgg_transfer.run.data import NUM_CLASSES
+from vgg_transfer.core.data import NUM_CLASSES
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

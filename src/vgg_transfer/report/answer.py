@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vgg_transfer.core.metrics import mcnemar_exact
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report import stats
 from vgg_transfer.report.selection import of_experiments, reference_runs
@@ -22,7 +23,6 @@ from vgg_transfer.report.sentences import compare_sentence, hardware, ladder, ra
 from vgg_transfer.report.studies import frontier
 from vgg_transfer.report.tables import plain
 from vgg_transfer.report.words import accuracy_cell, distinct, listing
-from vgg_transfer.run.metrics import mcnemar_exact
 
 ORIGINAL = {"scratch": "scratch", "frozen": "frozen", "fine-tune all": "finetune"}
 

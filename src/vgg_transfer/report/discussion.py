@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from vgg_transfer.core.metrics import wilson_interval
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report import original, stats
 from vgg_transfer.report.original import FULL_PROTOCOL_IMAGES
@@ -29,7 +30,6 @@ from vgg_transfer.report.studies import (
     seeds,
 )
 from vgg_transfer.report.words import bullets, phrase, summary_cell
-from vgg_transfer.run.metrics import wilson_interval
 
 # ---------------------------------------------------------------- the limitations page
 

@@ -11,11 +11,11 @@ import pandas as pd
 import seaborn as sns
 
 from vgg_transfer import CLASS_NAMES
+from vgg_transfer.core.metrics import SAMPLES, pick_examples, seed_summary
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.selection import compute_curve
 from vgg_transfer.report.stats import CHANCE
 from vgg_transfer.report.words import distinct
-from vgg_transfer.run.metrics import SAMPLES, pick_examples, seed_summary
 from vgg_transfer.spec.regimes import color
 
 CORRECT, WRONG = "#1a7f37", "#cf222e"

@@ -84,7 +84,7 @@ class Page:
     @cached_property
     def data(self):
         """The CIFAR-10 images the runs read (no backend needed)."""
-        from vgg_transfer.run.data import load_cifar10
+        from vgg_transfer.core.data import load_cifar10
 
         return load_cifar10(self.runs[0].config.data_dir)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
+from vgg_transfer.core.metrics import mcnemar_exact, seed_summary
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.selection import (
     at,
@@ -21,7 +22,6 @@ from vgg_transfer.report.selection import (
     runs_frame,
 )
 from vgg_transfer.report.words import counts, distinct
-from vgg_transfer.run.metrics import mcnemar_exact, seed_summary
 
 CHANCE = 0.10  # ten balanced classes
 POINT = ["experiment", "train_n", "image_size", "head"]  # what makes a point, but the seed

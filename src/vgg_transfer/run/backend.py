@@ -6,8 +6,8 @@ by default KERAS_BACKEND, else TensorFlow); the runner starts each experiment's 
 the cluster each run's process, with KERAS_BACKEND set to it, and a run whose backend is not
 the one Keras loaded stops (`require`). Nothing else in the package imports a backend.
 
-Imports of Keras and of the backends are inside the functions: the config reads the names
-here, and the page side must not load a backend.
+Imports of Keras and of the backends are inside the functions. The names (`NAMES`,
+`DEFAULT`, `ENV`) live in `spec.backends`, which the config reads without loading this side.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import importlib.metadata
 import importlib.util
 import os
 
-NAMES = ("tensorflow", "jax", "torch")
-DEFAULT = "tensorflow"  # the fastest here on a CPU, and a dependency
+from vgg_transfer.spec.backends import DEFAULT, ENV, NAMES
+
 PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
-ENV = "KERAS_BACKEND"
 
 _switched = False  # the active backend's determinism switch has been thrown
 

@@ -1,4 +1,5 @@
-"""The code that computes a run, as one hash: every module under `run/`, as syntax.
+"""The code that computes a run, as one hash: every module under `run/` and `core/` (the
+data and the measures a run records), as syntax.
 
 A run's key (`runner.sweep.run_key`) and the frozen blocks' cache (`run.features`) both hold
 this hash, so the same change of code re-runs both. Everything that computes a run lives in
@@ -41,9 +42,12 @@ def code_fingerprint(source: str) -> str:
 
 
 def code_hash(folder: Path | None = None) -> str:
-    """The fingerprint of every module under `folder` (default: run/), with its path."""
-    folder = Path(folder or FOLDER)
-    return _folder_hash(folder, tuple((p, p.stat().st_mtime_ns) for p in _modules(folder)))
+    """The fingerprint of every module under `folder` (default: run/ and core/), with its
+    path."""
+    folders = [Path(folder)] if folder else [FOLDER, FOLDER.parent / "core"]
+    root = folders[0] if folder else FOLDER.parent
+    modules = [p for f in folders for p in _modules(f)]
+    return _folder_hash(root, tuple((p, p.stat().st_mtime_ns) for p in modules))
 
 
 def _modules(folder: Path) -> list[Path]:

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from vgg_transfer.run.data import NUM_CLASSES
+from vgg_transfer.core.data import NUM_CLASSES
 from vgg_transfer.run.weights import build_base
 from vgg_transfer.spec import regimes
 

@@ -17,6 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vgg_transfer.core.data import CIFAR10, load_cifar10, split_indices
+from vgg_transfer.core.metrics import (
+    SAMPLES,
+    evaluate_predictions,
+    pick_examples,
+    predictions_frame,
+)
 from vgg_transfer.record import (
     MODEL_FILE,
     SCHEMA_VERSION,
@@ -27,11 +34,9 @@ from vgg_transfer.record import (
     Timings,
 )
 from vgg_transfer.run import backend, fingerprint, flops, provenance
-from vgg_transfer.run.data import CIFAR10, load_cifar10, split_indices
 from vgg_transfer.run.epochs import Checkpoint, set_seed
 from vgg_transfer.run.explain import fixed_examples, gradcam
 from vgg_transfer.run.features import cache_folder
-from vgg_transfer.run.metrics import SAMPLES, evaluate_predictions, pick_examples, predictions_frame
 from vgg_transfer.run.models import Built, build_model, param_counts
 from vgg_transfer.run.points import Branches, Points
 from vgg_transfer.run.training import FeatureCache, TrainResult, plan, predict, train

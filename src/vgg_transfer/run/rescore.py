@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vgg_transfer import files
+from vgg_transfer.core.data import TEST_FILE, DataError, read_batch, sha256_file
+from vgg_transfer.core.metrics import evaluate_predictions
 from vgg_transfer.record import MODEL_FILE, RecordError
-from vgg_transfer.run.data import TEST_FILE, DataError, read_batch, sha256_file
-from vgg_transfer.run.metrics import evaluate_predictions
 
 
 def load_saved_model(run_dir: Path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import keras
 
-from vgg_transfer.run.data import sha256_file
+from vgg_transfer.core.data import sha256_file
 
 CONV_LAYERS = {  # block -> conv layer names of keras.applications.VGG16, in order
     1: ("block1_conv1", "block1_conv2"),

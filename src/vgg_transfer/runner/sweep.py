@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vgg_transfer import files
+from vgg_transfer.core.data import TEST_FILE, TRAIN_FILES, sha256_file
 from vgg_transfer.record import SCHEMA_VERSION
-from vgg_transfer.run.data import TEST_FILE, TRAIN_FILES, sha256_file
 from vgg_transfer.run.fingerprint import code_hash
 from vgg_transfer.runner import lock, search
 from vgg_transfer.spec import regimes

@@ -20,10 +20,10 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vgg_transfer.run.backend import DEFAULT as DEFAULT_BACKEND
-from vgg_transfer.run.backend import ENV as BACKEND_ENV
 from vgg_transfer.spec import precision as compute_precision
 from vgg_transfer.spec import regimes
+from vgg_transfer.spec.backends import DEFAULT as DEFAULT_BACKEND
+from vgg_transfer.spec.backends import ENV as BACKEND_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_EXPERIMENTS = PROJECT_ROOT / "experiments.yaml"

@@ -6,10 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from vgg_transfer.core.metrics import reliability_bins, seed_summary
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.selection import reference_runs
 from vgg_transfer.report.tables import plain
-from vgg_transfer.run.metrics import reliability_bins, seed_summary
 from vgg_transfer.spec.regimes import color
 
 

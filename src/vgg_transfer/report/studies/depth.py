@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from vgg_transfer.core.metrics import seed_summary
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.figures import new_axes, percent_axis
 from vgg_transfer.report.selection import of_experiments, runs_frame
 from vgg_transfer.report.tables import plain
 from vgg_transfer.report.words import accuracy_cell
-from vgg_transfer.run.metrics import seed_summary
 from vgg_transfer.spec.regimes import color
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vgg_transfer.core.metrics import mcnemar_exact, seed_summary
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report.figures import chance_line, new_axes, percent_axis
 from vgg_transfer.report.selection import ending, ending_val_accuracy, of_experiments
 from vgg_transfer.report.stats import holm
 from vgg_transfer.report.tables import plain
 from vgg_transfer.report.words import accuracy_cell, distinct
-from vgg_transfer.run.metrics import mcnemar_exact, seed_summary
 from vgg_transfer.spec.regimes import color
 
 SCRATCH = ("scratch", "scratch_bn")  # the regimes that start from random weights

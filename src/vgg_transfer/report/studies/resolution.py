@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from vgg_transfer.core.metrics import seed_summary
 from vgg_transfer.record import RunRecord
 from vgg_transfer.report import stats
 from vgg_transfer.report.figures import percent_axis
@@ -13,7 +14,6 @@ from vgg_transfer.report.selection import at, of_experiments, runs_frame
 from vgg_transfer.report.sentences import compare_sentence
 from vgg_transfer.report.tables import plain
 from vgg_transfer.report.words import accuracy_cell
-from vgg_transfer.run.metrics import seed_summary
 from vgg_transfer.spec.regimes import color
 
 
