@@ -204,6 +204,21 @@ class Budget:
             self.charge(count * self.per_image + self.per_epoch)
             self.epochs += 1
 
+    def plan(self, n: int, batch_size: int, epochs: int) -> list[int]:
+        """The training images of each of up to `epochs` epochs of `n` images, as training
+        charges them, charged to this ledger: the ones the budget affords, the short one
+        last."""
+        planned = []
+        for _ in range(epochs):
+            images = self.images(n, batch_size)
+            if not images:
+                break
+            self.charge_epochs([images])
+            planned.append(images)
+            if images < n:
+                break
+        return planned
+
     def epoch_order(self, order: np.ndarray, batch_size: int) -> np.ndarray:
         """The part of an epoch's order the budget affords (empty: it is spent; an error
         before the run's first epoch, which would leave it untrained)."""

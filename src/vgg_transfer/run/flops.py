@@ -142,12 +142,6 @@ def planned_range(per_image: dict, phases: list[tuple[int, int, int, int | None]
             ledger.per_image, ledger.per_epoch = phase_costs(per_image, frozen,
                                                              blocks if frozen else 0, val_n)
             fewest = min(epochs, patience + 1) if patience else epochs
-            for _ in range(fewest if least else epochs):
-                images = ledger.images(train_n, batch_size)
-                if not images:
-                    break
-                ledger.charge_epochs([images])
-                if images < train_n:
-                    break
+            ledger.plan(train_n, batch_size, fewest if least else epochs)
         bounds.append(float(ledger.spent))
     return bounds[0], bounds[1]

@@ -63,18 +63,8 @@ def planned_steps(budget: Budget | None, n: int, batch_size: int, epochs: int) -
     """The optimizer steps a single-phase run takes from its first epoch: every epoch of `n`
     images, each cut to what the budget (charged as training will charge it) still affords,
     until the budget or `epochs` ends it."""
-    if budget is None:
-        return epochs * math.ceil(n / batch_size)
-    ledger, steps = dataclasses.replace(budget), 0
-    for _ in range(epochs):
-        images = ledger.images(n, batch_size)
-        if not images:
-            break
-        steps += math.ceil(images / batch_size)
-        ledger.charge_epochs([images])
-        if images < n:
-            break
-    return steps
+    ledger = dataclasses.replace(budget) if budget else Budget(math.inf)
+    return sum(math.ceil(images / batch_size) for images in ledger.plan(n, batch_size, epochs))
 
 
 def make(kind: str, peak: float, warmup: int, fraction: float, steps: int):
