@@ -51,7 +51,9 @@ def _run(tiny_cifar, folder, budget, **more):
 
 
 def test_a_cooldown_branch_is_exactly_the_run_with_that_budget(tiny_cifar, tmp_path):
-    points = [1.3e11, 3e11, 6e11]
+    from vgg_transfer.run.schedule import cooldown_steps
+
+    points = [4e10, 1.3e11, 3e11, 6e11]  # the first: one step, so its cooldown starts at 0
     alone = [_run(tiny_cifar, tmp_path / f"alone{i}", b) for i, b in enumerate(points)]
     longer = _run(tiny_cifar, tmp_path / "longer", 9e11)
     branched = _run(tiny_cifar, tmp_path / "branched", 9e11, budget_points=points)
@@ -73,10 +75,12 @@ def test_a_cooldown_branch_is_exactly_the_run_with_that_budget(tiny_cifar, tmp_p
         assert point["val_accuracy"] == m.final_val_accuracy
         assert (point["test_accuracy"], point["test_loss"]) == (m.test_accuracy, m.test_loss)
         assert (branched.point_correct(index) == run_alone.correct).all()
-    # the branches start inside an epoch and cross into the next one: the cases `cuts` makes
+    # the branches start before the first step, inside an epoch, and cross into the next
+    # one: the cases `cuts` makes
     per_epoch = -(-60 // 8)
-    starts = [run_alone.metrics.steps - round(0.2 * run_alone.metrics.steps)
+    starts = [run_alone.metrics.steps - cooldown_steps(run_alone.metrics.steps, 0.2)
               for run_alone in alone]
+    assert starts[0] == 0
     assert any(start % per_epoch for start in starts)
     assert any(start // per_epoch < (run_alone.metrics.steps - 1) // per_epoch
                for start, run_alone in zip(starts, alone, strict=True))

@@ -174,6 +174,8 @@ class Branches(Points):
 
     def take(self, cut: Cut) -> None:
         model, main_budget = cut.model, cut.budget
+        if not model.optimizer.built:  # a cut before the first step: the slots, still zero
+            model.optimizer.build(model.trainable_variables)
         state = ([v.numpy() for v in model.variables],
                  [v.numpy() for v in model.optimizer.variables])
         ledger = Budget(cut.flops, main_budget.spent, main_budget.per_image,
