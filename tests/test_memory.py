@@ -85,3 +85,36 @@ def test_no_epoch_keeps_the_training_inputs(monkeypatch):
                              epochs.EpochLog(2), {})
     assert len(hist["loss"]) == 2 and len(made) == 2
     assert all(b.inputs is None and b.targets is None for b in made)
+
+
+def test_a_run_leaves_no_step_graph_behind(tiny_cifar, tmp_path):
+    """Runs of one kernel do not pile up: the gradient functions TensorFlow registers while a
+    run traces its train step (each holding that step's graph) are gone when the run ends."""
+    from vgg_transfer.run import backend
+    from vgg_transfer.run.pipeline import run
+    from vgg_transfer.spec.config import make_config
+
+    registry = backend._gradient_registry()
+    if registry is None:
+        pytest.skip("only TensorFlow keeps a process-wide gradient registry")
+
+    def custom():
+        return {name for name in registry if name.startswith("CustomGradient-")}
+
+    before = custom()
+    with backend.traces_released():
+        _fit_one_step()
+        assert custom() - before  # the case the release exists for: a traced step registers
+    assert custom() == before
+    cfg = make_config({"name": "leak", "regime": "scratch", "weights": "none",
+                       "data_dir": str(tiny_cifar), "train_size": 40, "val_size": 20,
+                       "epochs": 1, "batch_size": 8, "save_model": False})
+    run(cfg, tmp_path / "leak")
+    assert custom() == before
+
+
+def _fit_one_step():
+    model = _model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.zeros((4, 4, 4, 8), "float32")
+    model.fit(x, one_hot(np.zeros(4, int)), epochs=1, verbose=0)

@@ -12,6 +12,7 @@ Imports of Keras and of the backends are inside the functions. The names (`NAMES
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -168,3 +169,30 @@ def gradient(fn, x):
     import jax
 
     return jax.grad(fn)(x)
+
+
+@contextlib.contextmanager
+def traces_released():
+    """Forget, when the block ends, the gradient functions TensorFlow registered inside it.
+
+    Keras's TensorFlow optimizer sums gradients through a custom gradient in each traced
+    train step, and TensorFlow keeps every such function, with the step graph its closure
+    holds, in a process-wide registry that `keras.backend.clear_session` leaves alone: each
+    run of a sweep would keep its graphs until the kernel exits. Other backends keep none.
+    """
+    registry = _gradient_registry()
+    before = set(registry or ())
+    try:
+        yield
+    finally:
+        for name in [name for name in registry or () if name not in before
+                     and name.startswith("CustomGradient-")]:
+            del registry[name]
+
+
+def _gradient_registry() -> dict | None:
+    if active() != "tensorflow":
+        return None
+    from tensorflow.python.framework import ops
+
+    return getattr(getattr(ops, "_gradient_registry", None), "_registry", None)

@@ -335,13 +335,14 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
     split = load_split(cfg, timings)
     policy = keras.mixed_precision.global_policy().name
     try:  # the run's precision holds for every model it builds, and for nothing after it
-        built = build(cfg, timings)
-        cache = feature_cache(cfg, split, built.weights, cache_folder(run_dir.parent))
-        result = fit(cfg, built, split, cache, run_dir)
-        probs = evaluate(cfg, built, split, cache, timings)
-        start = time.perf_counter()
-        cams = explain_run(built, split.data.x_test, split.data.y_test, probs, cfg.seed)
-        timings["gradcam_seconds"] = time.perf_counter() - start
+        with backend.traces_released():  # its step graphs go with it
+            built = build(cfg, timings)
+            cache = feature_cache(cfg, split, built.weights, cache_folder(run_dir.parent))
+            result = fit(cfg, built, split, cache, run_dir)
+            probs = evaluate(cfg, built, split, cache, timings)
+            start = time.perf_counter()
+            cams = explain_run(built, split.data.x_test, split.data.y_test, probs, cfg.seed)
+            timings["gradcam_seconds"] = time.perf_counter() - start
     finally:
         keras.mixed_precision.set_global_policy(policy)
     timings["wall_seconds"] = time.perf_counter() - wall_start
