@@ -9,7 +9,7 @@ from vgg_transfer.run import pipeline
 from vgg_transfer.run.epochs import Plateau, set_seed
 from vgg_transfer.run.features import FeatureCache, block_outputs
 from vgg_transfer.run.models import build_model, stem
-from vgg_transfer.run.training import PhaseBudget, one_phase, plan, train
+from vgg_transfer.run.training import TrainingPhase, one_phase, phases_of, train
 from vgg_transfer.spec.config import load_experiments
 from vgg_transfer.spec.profiles import resolve
 
@@ -108,7 +108,7 @@ def test_early_stopping_restores_the_best_epoch_in_a_real_run():
     x, y = _tiny(32)
     set_seed(0)
     built = build_model("frozen", "none")
-    phases = [PhaseBudget(5, 6, 1e-2, patience=1, monitor="val_accuracy", restore_best=True)]
+    phases = [TrainingPhase(5, 6, 1e-2, patience=1, monitor="val_accuracy", restore_best=True)]
     snapshots = []
     original = Plateau.update
 
@@ -140,7 +140,7 @@ def test_early_stopping_never_reads_the_test_set(tiny_cifar, tmp_path, monkeypat
     cfg = resolve(spec, "frozen", "smoke", overrides={
         "data_dir": str(tiny_cifar), "weights": "none", "train_size": 40, "val_size": 20,
         "epochs": 4, "early_stopping": 1, "save_model": False}, env={})
-    assert plan(cfg.regime, cfg)[0].restore_best
+    assert phases_of(cfg.regime, cfg)[0].restore_best
     state = {"fitting": False}
     real_fit, real_split = pipeline.fit, pipeline.load_split
 

@@ -70,12 +70,12 @@ def test_a_runs_charge_follows_its_phases():
 def test_cached_and_uncached_runs_count_the_same_trained_flops(tiny_cifar, tmp_path):
     from vgg_transfer.run.pipeline import run
     from vgg_transfer.spec.config import load_experiments
-    from vgg_transfer.spec.profiles import resolve_points
+    from vgg_transfer.spec.profiles import resolve_grid
 
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
     counted = {}
     for cache in (True, False):
-        (point,) = resolve_points(load_experiments(), "partial", "extended",
+        (point,) = resolve_grid(load_experiments(), "partial", "extended",
                                   {"train_size": 40, "val_size": 20, "epochs": 2,
                                    "cache_features": cache}, env=env)
         run(point.cfg, tmp_path / str(cache))
@@ -106,12 +106,12 @@ def test_the_comparison_says_which_differences_are_at_equal_compute():
 def _budget_run(tiny_cifar, tmp_path, experiment, budget, **overrides):
     from vgg_transfer.run.pipeline import run
     from vgg_transfer.spec.config import load_experiments
-    from vgg_transfer.spec.profiles import resolve_points
+    from vgg_transfer.spec.profiles import resolve_grid
 
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
     values = {"train_size": 60, "val_size": 20, "epochs": 50, "batch_size": 8,
               "head_epochs": 3, "flops_budget": budget, **overrides}
-    (point,) = resolve_points(load_experiments(), experiment, "extended", values, env=env)
+    (point,) = resolve_grid(load_experiments(), experiment, "extended", values, env=env)
     folder = tmp_path / f"{experiment}-{budget:.0e}"
     run(point.cfg, folder)
     return (json.loads((folder / "metrics.json").read_text()),
@@ -157,7 +157,7 @@ def test_a_phase_the_budget_leaves_no_batch_for_is_left_out(tiny_cifar, tmp_path
 def test_a_budget_spent_between_phases_ends_the_run_not_in_an_error():
     import numpy as np
 
-    from vgg_transfer.run.epochs import Budget
+    from vgg_transfer.run.flops import Budget
 
     budget = Budget(flops=1_000.0, per_image=10.0, per_epoch=5.0)
     with pytest.raises(ValueError, match="do not pay for one batch"):  # nothing trained yet
@@ -202,7 +202,7 @@ def test_a_budget_point_scores_what_the_shorter_run_ends_with(tiny_cifar, tmp_pa
         assert (scored.point_correct(index) == run_alone.correct).all()
         assert point["ended"] == "budget"
     assert len(scored.timings.point_seconds) == 2
-    # one point ends with a whole epoch, the other inside one (the cases `Points.cuts` splits)
+    # one point ends with a whole epoch, the other inside one (the cases `BudgetPoints.cuts` splits)
     assert [p["images_seen"] % 60 == 0 for p in scored.metrics.budget_points] == [True, False]
     assert any(p["restored_epoch"] for p in scored.metrics.budget_points) == restores
 

@@ -81,8 +81,8 @@ def test_no_epoch_keeps_the_training_inputs(monkeypatch):
     y = one_hot(np.random.default_rng(6).integers(0, 10, 40))
     model = _model()
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    hist = epochs.fit_epochs(model, (x, y), (x[:8], y[:8]), range(2), 16, 0,
-                             epochs.EpochLog(2), {})
+    hist = epochs.fit_epochs(model, (x, y), (x[:8], y[:8]),
+                             epochs.Loop(range(2), 16, 0, epochs.EpochLog(2), {}))
     assert len(hist["loss"]) == 2 and len(made) == 2
     assert all(b.inputs is None and b.targets is None for b in made)
 

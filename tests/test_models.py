@@ -8,7 +8,7 @@ import pytest
 from vgg_transfer.run.epochs import set_seed
 from vgg_transfer.run.explain import fixed_examples, gradcam, gradcam_layer
 from vgg_transfer.run.models import SmallMapConv, build_model, param_counts, stem, top
-from vgg_transfer.run.training import FeatureCache, PhaseBudget, one_phase, predict, train
+from vgg_transfer.run.training import FeatureCache, TrainingPhase, one_phase, predict, train
 from vgg_transfer.run.weights import WeightsError, build_base, hed_weights_path
 
 BASE_PARAMS = 14_714_688     # VGG16 convolutional base (13 conv layers)
@@ -126,7 +126,7 @@ def test_two_phase_freezes_then_unfreezes_from_a_block():
     assert param_counts(built.model)["trainable"] == HEAD_PARAMS  # phase 1: head only
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in built.base.layers}
     x, y = _tiny_data()
-    phases = [PhaseBudget(5, 2, 1e-3, patience=2), PhaseBudget(4, 1, 1e-5)]
+    phases = [TrainingPhase(5, 2, 1e-3, patience=2), TrainingPhase(4, 1, 1e-5)]
     result = train(built, phases, x, y, x[:8], y[:8], batch_size=16, seed=0)
     assert result.history["phase"] == [1, 1, 2]
     assert param_counts(built.model)["trainable"] == BLOCK5 + HEAD_PARAMS

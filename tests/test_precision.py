@@ -10,7 +10,7 @@ from vgg_transfer.report import sentences, tables
 from vgg_transfer.runner import sweep
 from vgg_transfer.spec import precision
 from vgg_transfer.spec.config import ConfigError, load_experiments, make_config
-from vgg_transfer.spec.profiles import resolve_points
+from vgg_transfer.spec.profiles import resolve_grid
 
 BF16_CPU = {"avx2", "avx512f", "avx512_bf16"}
 AVX2_CPU = {"avx2", "fma"}
@@ -42,9 +42,9 @@ def test_the_config_holds_the_policy_auto_chose(monkeypatch, tiny_cifar, flags, 
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
     spec = load_experiments()
     assert spec["defaults"]["precision"] == "auto"
-    (point,) = resolve_points(spec, "frozen", "smoke", env=env)
+    (point,) = resolve_grid(spec, "frozen", "smoke", env=env)
     assert point.cfg.precision == expected
-    (fixed,) = resolve_points(spec, "frozen", "smoke", overrides={"precision": "float32"},
+    (fixed,) = resolve_grid(spec, "frozen", "smoke", overrides={"precision": "float32"},
                               env=env)
     assert fixed.cfg.precision == "float32"
     keys = {sweep.run_key(point.cfg, "code"), sweep.run_key(fixed.cfg, "code")}
@@ -72,7 +72,8 @@ def test_a_bfloat16_run_records_its_policy_and_repeats_exactly(tmp_path):
             "train_size": 24, "val_size": 12, "epochs": 2, "batch_size": 8}
     records = {}
     for name, policy in (("bf16", "auto"), ("again", "auto"), ("fp32", "float32")):
-        run(make_config({"name": name, **base, "precision": policy}), tmp_path / "out" / name)
+        run(make_config({"name": name, **base, "precision": policy}), tmp_path / "out" / name,
+            feature_cache=tmp_path / "out" / ".feature-cache")
         records[name] = RunRecord.load(tmp_path / "out" / name)
     bf16 = records["bf16"]
     assert bf16.config.precision == "mixed_bfloat16"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vgg_transfer.run.models import build_model, param_counts
-from vgg_transfer.run.training import PhaseBudget, plan
+from vgg_transfer.run.training import TrainingPhase, phases_of
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import ConfigError, load_experiments
 from vgg_transfer.spec.profiles import resolve
@@ -32,11 +32,11 @@ def test_every_regime_has_a_colour_text_and_a_known_base():
 
 
 def test_plans_read_their_numbers_from_the_config():
-    assert plan("frozen", _cfg("frozen", epochs=4)) == [PhaseBudget(5, 4, 1e-4)]
-    assert plan("partial", _cfg("partial")) == [PhaseBudget(4, 1, 1e-4)]
+    assert phases_of("frozen", _cfg("frozen", epochs=4)) == [TrainingPhase(5, 4, 1e-4)]
+    assert phases_of("partial", _cfg("partial")) == [TrainingPhase(4, 1, 1e-4)]
     cfg = _cfg("two_phase", head_epochs=7, unfreeze_from=3, patience=2)
-    assert plan("two_phase", cfg) == [PhaseBudget(5, 7, 1e-4, 2, "head "),
-                                      PhaseBudget(2, 1, 1e-5, None, "fine-tune ")]
+    assert phases_of("two_phase", cfg) == [TrainingPhase(5, 7, 1e-4, 2, "head "),
+                                      TrainingPhase(2, 1, 1e-5, None, "fine-tune ")]
 
 
 def test_unknown_regime_names_the_allowed_ones():
@@ -56,7 +56,7 @@ def test_a_new_regime_is_one_entry(monkeypatch):
     built = build_model(cfg.regime, "none")
     assert built.frozen_blocks == 4
     assert param_counts(built.model)["trainable"] == BLOCK5 + HEAD
-    assert plan(cfg.regime, cfg) == [PhaseBudget(4, 2, 1e-4, cfg.patience)]
+    assert phases_of(cfg.regime, cfg) == [TrainingPhase(4, 2, 1e-4, cfg.patience)]
     assert regimes.color("block5") == "#949494" and "block 5" in regimes.describe("block5")
     with pytest.raises(ConfigError, match="starts from random weights"):
         _cfg("scratch", weights="hed-bsds500")

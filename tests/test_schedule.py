@@ -27,7 +27,7 @@ def test_wsd_warms_up_holds_and_cools_down_to_zero_at_the_budget():
 
 
 def test_planned_steps_follow_the_ledger():
-    from vgg_transfer.run.epochs import Budget
+    from vgg_transfer.run.flops import Budget
     from vgg_transfer.run.schedule import planned_steps
 
     # 100 FLOPs an image and 50 a validation: 2,000 FLOPs buy one epoch of 10 images

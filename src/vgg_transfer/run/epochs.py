@@ -8,12 +8,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import keras
 import numpy as np
 
 from vgg_transfer.core.data import NUM_CLASSES
 from vgg_transfer.run import backend
+
+if TYPE_CHECKING:
+    from vgg_transfer.run.flops import Budget
 
 
 def set_seed(seed: int) -> None:
@@ -47,6 +51,7 @@ class Checkpoint:
     path: Path
     seconds: float = 0.0
     earlier: list = field(default_factory=list)  # histories of the phases already finished
+    saved_at: float = 0.0        # perf_counter() of the last save
 
     def save(self, model: keras.Model, epoch: int, history: dict,
              plateau: "Plateau | None" = None, points=None) -> None:
@@ -63,6 +68,7 @@ class Checkpoint:
         tmp = self.path.with_name(f".{self.path.name}.tmp.npz")
         np.savez(tmp, **arrays, epoch=epoch, history=json.dumps([*self.earlier, history]))
         os.replace(tmp, self.path)
+        self.saved_at = time.perf_counter()
 
 
 def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, list, list | None]:
@@ -171,77 +177,6 @@ class Plateau:
         return self.best_epoch
 
 
-@dataclass
-class Budget:
-    """A run's training FLOPs budget (`flops_budget`), shared by its phases and charged as
-    `run.flops` counts a run: each epoch trains on as many images as the budget still
-    affords after that epoch's validation, in whole batches, and the epoch that cannot
-    afford all of them is the last. Its images are a prefix of the full epoch's order, so a
-    run with a smaller budget is exactly the start of one with a larger."""
-
-    flops: float
-    spent: float = 0.0
-    per_image: float = 0.0       # this phase: one training image (3x forward of what trains,
-    # plus the frozen blocks when they run on the fly)
-    per_epoch: float = 0.0       # this phase: the validation pass after each epoch
-    exhausted: bool = False
-    epochs: int = 0              # epochs charged so far, every phase together
-
-    def charge(self, flops: float) -> None:
-        self.spent += flops
-
-    def images(self, n: int, batch_size: int, flops: float | None = None) -> int:
-        """Training images the next epoch may use: all `n`, or whole batches of them (under
-        a budget of `flops` when given, for a `Points` budget, else the run's)."""
-        left = (self.flops if flops is None else flops) - self.spent - self.per_epoch
-        if left >= n * self.per_image:
-            return n
-        return max(0, int(left // (self.per_image * batch_size)) * batch_size)
-
-    def charge_epochs(self, images: list) -> None:
-        """Charge epochs already trained (a resumed run's, from its history)."""
-        for count in images:
-            self.charge(count * self.per_image + self.per_epoch)
-            self.epochs += 1
-
-    def plan(self, n: int, batch_size: int, epochs: int) -> list[int]:
-        """The training images of each of up to `epochs` epochs of `n` images, as training
-        charges them, charged to this ledger: the ones the budget affords, the short one
-        last."""
-        planned = []
-        for _ in range(epochs):
-            images = self.images(n, batch_size)
-            if not images:
-                break
-            self.charge_epochs([images])
-            planned.append(images)
-            if images < n:
-                break
-        return planned
-
-    def epoch_order(self, order: np.ndarray, batch_size: int) -> np.ndarray:
-        """The part of an epoch's order the budget affords (empty: it is spent; an error
-        before the run's first epoch, which would leave it untrained)."""
-        order = order[:self.images(len(order), batch_size)]
-        if not len(order) and not self.epochs:
-            raise ValueError(f"flops_budget: {self.flops:.3g} FLOPs do not pay for one batch "
-                             f"of {batch_size} and its validation ({self.spent:.3g} FLOPs "
-                             "spent before it)")
-        if not len(order):
-            self.exhausted = True
-            print("the FLOPs budget is spent: training stops", flush=True)
-        return order
-
-    def spend(self, images: int, total: int, epoch: int) -> bool:
-        """Charge an epoch of `images` of `total`; True when it was the budget's last."""
-        self.charge_epochs([images])
-        if images < total:
-            self.exhausted = True
-            print(f"the FLOPs budget is spent: epoch {epoch + 1} trained on {images:,} of "
-                  f"{total:,} images, and training stops", flush=True)
-        return self.exhausted
-
-
 class Batches(keras.utils.PyDataset):
     """One epoch's batches, in `order`, gathered batch by batch: no shuffled copy of the
     training set (nor the tensor Keras would make of one) is ever held, so a run on cached
@@ -268,90 +203,125 @@ class Batches(keras.utils.PyDataset):
 
 
 @dataclass
+class Loop:
+    """What the epochs of one phase share: how each is seeded, logged, cut short, saved and
+    stopped. `fit_epochs` extends `hist` in place."""
+
+    epochs: range                # the phase's epochs (from the one to resume in)
+    batch_size: int
+    seed: int
+    log: EpochLog
+    hist: dict
+    checkpoint: Checkpoint | None = None
+    last: int | None = None      # the whole run's final epoch: no checkpoint after it
+    plateau: Plateau | None = None   # stop once validation stops improving
+    budget: Budget | None = None     # stop once the training FLOPs budget is spent
+    points: Pauses | None = None     # budget points, called where the run pauses for them
+
+
+class Pauses(Protocol):
+    """Budget points (`run.points`), as the loop calls them: `cuts` says where in the epoch
+    about to start the run pauses (images into it, the point's budget); `take` is handed the
+    run's state there."""
+
+    def cuts(self, budget: Budget, n: int, batch_size: int, hist: dict,
+             length: int) -> list[tuple[int, float]]: ...
+
+    def take(self, cut: Cut) -> None: ...
+
+
+@dataclass
 class Cut:
-    """Where a run pauses inside an epoch for a budget point (`run.points`): what the point
-    may read of the run, and the run's state so far."""
+    """Where a run pauses inside an epoch for a budget point: what the point may read of the
+    run, and the run's state so far."""
 
     model: keras.Model
     flops: float                 # the point's budget
     images: int                  # images of this epoch trained so far
     epoch: int
     logs: dict                   # this epoch's training logs so far
-    hist: dict
+    loop: Loop
     train_data: tuple
     val_data: tuple
-    batch_size: int
-    seed: int
-    epochs: range                # the run's epochs
-    plateau: "Plateau | None"
-    budget: Budget
     seconds: float               # training seconds so far
 
 
-def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, epochs: range,
-               batch_size: int, seed: int, log: EpochLog, hist: dict,
-               checkpoint: Checkpoint | None = None, last: int | None = None,
-               plateau: Plateau | None = None, budget: Budget | None = None,
-               points=None, start: tuple[int, dict] | None = None) -> dict:
+def fit_epochs(target: keras.Model, train_data: tuple, val_data: tuple, loop: Loop,
+               start: tuple[int, dict] | None = None) -> dict:
     """Fit one epoch at a time, each seeded from (seed, epoch) and shuffled by our own order.
 
     Every epoch depends only on (seed, epoch) and the state at its start, which is what makes
-    a resumed run end like an uninterrupted one. Extends `hist` in place.
+    a resumed run end like an uninterrupted one.
 
     Args:
-        last: the final epoch number of the whole run; no checkpoint is written after it.
-        plateau: stop once the validation split stops improving (see `Plateau`).
-        budget: stop once the training FLOPs budget is spent (see `Budget`).
-        points: budget points (`run.points`): the run pauses where each one's `cuts` says
-            and hands it a `Cut`; an epoch with a pause is fitted in parts, and its logged
-            training loss and accuracy are the parts' means weighted by their images.
         start: (images, logs) to go on from inside the first epoch, which is then not
             reseeded: a branch taken at a `Cut` (its state is the run's at that point).
     """
-    inputs, targets = train_data
-    saved, elapsed = time.perf_counter(), 0.0
-    for epoch in epochs:
+    elapsed = 0.0
+    if loop.checkpoint is not None:
+        loop.checkpoint.saved_at = time.perf_counter()
+    for epoch in loop.epochs:
         if start is None:
-            reseed_epoch(target, seed, epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(len(inputs))
-        if budget is not None:
-            order = budget.epoch_order(order, batch_size)
+            reseed_epoch(target, loop.seed, epoch)
+        order = np.random.default_rng([loop.seed, epoch]).permutation(len(train_data[0]))
+        if loop.budget is not None:
+            order = loop.budget.epoch_order(order, loop.batch_size)
             if not len(order):
                 break
         begin = time.perf_counter()
-        done, logs = start or (0, {})
+        logs = _fit_epoch(target, train_data, val_data, order, epoch, loop, start or (0, {}),
+                          (elapsed, begin))
         start = None
-        cuts = points.cuts(budget, len(inputs), batch_size, hist, len(order)) if points else []
-        for images, flops in [*cuts, (len(order), None)]:
-            if images > done:  # the epoch's batches up to the next pause
-                part = _fit_part(target, inputs, targets, order[done:images], batch_size,
-                                 epoch)
-                logs = {name: (logs.get(name, 0.0) * done + value * (images - done)) / images
-                        for name, value in part.items()}
-                done = images
-            if flops is not None:
-                points.take(Cut(target, flops, images, epoch, logs, hist, train_data,
-                                val_data, batch_size, seed, epochs, plateau, budget,
-                                elapsed + time.perf_counter() - begin))
-        logs.update(validation_scores(target, *val_data, batch_size))
-        log.epoch(epoch, logs, time.perf_counter() - begin)
-        elapsed += log.seconds[-1]
-        for name, value in logs.items():
-            hist.setdefault(name, []).append(value)
-        hist.setdefault("images", []).append(len(order))  # trained on in this epoch
-        _check_finite(hist)
-        stop = plateau is not None and plateau.update(target, hist)
-        if budget is not None and budget.spend(len(order), len(inputs), epoch):
+        logs.update(validation_scores(target, *val_data, loop.batch_size))
+        loop.log.epoch(epoch, logs, time.perf_counter() - begin)
+        elapsed += loop.log.seconds[-1]
+        if _end_epoch(target, loop, epoch, logs, len(order), len(train_data[0])):
             break
-        if checkpoint is not None and epoch + 1 < (last or epochs.stop) and not stop and \
-                time.perf_counter() - saved >= checkpoint.seconds:
-            checkpoint.save(target, epoch + 1, hist, plateau, points)
-            saved = time.perf_counter()
-        if stop and epoch + 1 < epochs.stop:
-            print(f"{plateau.monitor} has not improved for {plateau.patience} epochs "
-                  f"(best: epoch {plateau.best_epoch}): stopping this phase", flush=True)
-            break
-    return hist
+    return loop.hist
+
+
+def _fit_epoch(target: keras.Model, train_data: tuple, val_data: tuple, order: np.ndarray,
+               epoch: int, loop: Loop, start: tuple[int, dict],
+               clock: tuple[float, float]) -> dict:
+    """Fit the epoch's batches of `order` from `start`, in parts where budget points pause
+    it; the training logs are the parts' means weighted by their images. `clock`: training
+    seconds before this epoch, and when it began."""
+    done, logs = start[0], dict(start[1])
+    cuts = (loop.points.cuts(loop.budget, len(train_data[0]), loop.batch_size, loop.hist,
+                             len(order)) if loop.points else [])
+    for images, flops in [*cuts, (len(order), None)]:
+        if images > done:  # the epoch's batches up to the next pause
+            part = _fit_part(target, *train_data, order[done:images], loop.batch_size, epoch)
+            logs = {name: (logs.get(name, 0.0) * done + value * (images - done)) / images
+                    for name, value in part.items()}
+            done = images
+        if flops is not None:
+            loop.points.take(Cut(target, flops, images, epoch, logs, loop, train_data,
+                                 val_data, clock[0] + time.perf_counter() - clock[1]))
+    return logs
+
+
+def _end_epoch(target: keras.Model, loop: Loop, epoch: int, logs: dict, images: int,
+               total: int) -> bool:
+    """Record the epoch, then decide: True when training stops (a plateau, the budget);
+    saves a checkpoint when one is due."""
+    for name, value in logs.items():
+        loop.hist.setdefault(name, []).append(value)
+    loop.hist.setdefault("images", []).append(images)  # trained on in this epoch
+    _check_finite(loop.hist)
+    plateau = loop.plateau
+    stop = plateau is not None and plateau.update(target, loop.hist)
+    if loop.budget is not None and loop.budget.spend(images, total, epoch):
+        return True
+    checkpoint = loop.checkpoint
+    if checkpoint is not None and epoch + 1 < (loop.last or loop.epochs.stop) and not stop \
+            and time.perf_counter() - checkpoint.saved_at >= checkpoint.seconds:
+        checkpoint.save(target, epoch + 1, loop.hist, plateau, loop.points)
+    if stop and epoch + 1 < loop.epochs.stop:
+        print(f"{plateau.monitor} has not improved for {plateau.patience} epochs "
+              f"(best: epoch {plateau.best_epoch}): stopping this phase", flush=True)
+        return True
+    return False
 
 
 def _fit_part(target: keras.Model, inputs: np.ndarray, targets: np.ndarray, order: np.ndarray,

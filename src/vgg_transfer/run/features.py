@@ -2,8 +2,8 @@
 
 Frozen convolutions compute the same outputs in every epoch, so a phase that keeps blocks
 1..k frozen trains the rest on their outputs, computed once. The files live in one folder
-per outputs folder (`<outputs>/.feature-cache/`, beside the profiles: `cache_folder`), each
-named by a hash of everything that determines it: the weights, input size, preprocessing,
+per outputs folder (`<outputs>/.feature-cache/`, beside the profiles; the runner's plan
+passes it down, `Plan.feature_cache`), each named by a hash of everything that determines it: the weights, input size, preprocessing,
 data files, Keras version, the run code, the boundary k and the exact images. So a stale file
 is never read, and every profile reads what another computed (the study what quick did, and
 the other way round).
@@ -27,15 +27,6 @@ import numpy as np
 
 from vgg_transfer import files
 from vgg_transfer.run.models import Built, segment, stem
-
-
-def cache_folder(runs_dir: Path) -> Path:
-    """The feature cache of a runs folder: `<outputs>/.feature-cache` for the runner's
-    `<outputs>/<profile>/runs`, shared by every profile; beside the runs otherwise."""
-    runs_dir = Path(runs_dir)
-    if runs_dir.name == "runs":
-        return runs_dir.parent.parent / ".feature-cache"
-    return runs_dir / ".feature-cache"
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Compute in FLOPs, counted from a model's layers: the same config gives the same count on
-any machine.
+"""The FLOPs budget in one place: what a run's compute costs, counted from the model's layers
+(the same config gives the same count on any machine), and the ledger that charges it
+(`Budget`, what was spent and what an epoch may still buy; `Meter`, phase by phase).
 
 What is counted: two FLOPs per multiply-add of every Conv2D and Dense layer, at the shapes
 the model computes for one image (a 3x3 'same' convolution counts its nine taps at every
@@ -24,10 +25,11 @@ The test set's forward pass is evaluation, not training, and is not charged.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
+import numpy as np
 
-from vgg_transfer.run.epochs import Budget
 from vgg_transfer.run.models import Built, block_of
 
 BLOCKS = 5
@@ -122,7 +124,7 @@ def planned_range(per_image: dict, phases: list[tuple[int, int, int, int | None]
                   train_n: int, val_n: int, batch_size: int,
                   budget: float | None = None) -> tuple[float, float]:
     """The least and the most training FLOPs a run can spend, before it runs: its epochs
-    charged as `run_compute` counts them, through the run's own ledger (`epochs.Budget`:
+    charged as `run_compute` counts them, through the run's own ledger (`Budget`:
     under a `budget`, each epoch trains on the whole batches it still affords after its
     validation, and the epoch that cannot afford them all is the last).
 
@@ -142,6 +144,118 @@ def planned_range(per_image: dict, phases: list[tuple[int, int, int, int | None]
             ledger.per_image, ledger.per_epoch = phase_costs(per_image, frozen,
                                                              blocks if frozen else 0, val_n)
             fewest = min(epochs, patience + 1) if patience else epochs
-            ledger.plan(train_n, batch_size, fewest if least else epochs)
+            ledger.afford_epochs(train_n, batch_size, fewest if least else epochs)
         bounds.append(float(ledger.spent))
     return bounds[0], bounds[1]
+
+
+# ---------------------------------------------------------------- the ledger
+
+@dataclass
+class Budget:
+    """A run's training FLOPs budget (`flops_budget`), shared by its phases and charged as
+    `run_compute` counts a run: each epoch trains on as many images as the budget still
+    affords after that epoch's validation, in whole batches, and the epoch that cannot
+    afford all of them is the last. Its images are a prefix of the full epoch's order, so a
+    run with a smaller budget is exactly the start of one with a larger."""
+
+    flops: float
+    spent: float = 0.0
+    per_image: float = 0.0       # this phase: one training image (3x forward of what trains,
+    # plus the frozen blocks when they run on the fly)
+    per_epoch: float = 0.0       # this phase: the validation pass after each epoch
+    exhausted: bool = False
+    epochs: int = 0              # epochs charged so far, every phase together
+    before: str = ""             # what was charged before the first epoch, in words
+
+    def charge(self, flops: float) -> None:
+        self.spent += flops
+
+    def affords(self, n: int, batch_size: int, flops: float | None = None) -> int:
+        """Training images the next epoch may use: all `n`, or whole batches of them (under
+        a budget of `flops` when given, a budget point's, else the run's)."""
+        left = (self.flops if flops is None else flops) - self.spent - self.per_epoch
+        if left >= n * self.per_image:
+            return n
+        return max(0, int(left // (self.per_image * batch_size)) * batch_size)
+
+    def images(self, n: int, batch_size: int, flops: float | None = None) -> int:
+        """`affords`, refusing a budget that leaves the run's first epoch no batch: a run
+        that would end untrained is an error, not a result."""
+        images = self.affords(n, batch_size, flops)
+        if not images and not self.epochs:
+            what = "flops_budget" if flops is None else "budget_points"
+            before = f", on {self.before}" if self.before else ""
+            raise ValueError(f"{what}: {self.flops if flops is None else flops:.3g} FLOPs do "
+                             f"not pay for one batch of {batch_size} and its validation "
+                             f"({self.spent:.3g} FLOPs spent before it{before}); give a "
+                             "larger budget or fewer images")
+        return images
+
+    def charge_epochs(self, images: list) -> None:
+        """Charge epochs already trained (a resumed run's, from its history)."""
+        for count in images:
+            self.charge(count * self.per_image + self.per_epoch)
+            self.epochs += 1
+
+    def afford_epochs(self, n: int, batch_size: int, epochs: int) -> list[int]:
+        """The training images of each of up to `epochs` epochs of `n` images, as training
+        charges them, charged to this ledger: the ones the budget affords, the short one
+        last."""
+        planned = []
+        for _ in range(epochs):
+            images = self.affords(n, batch_size)
+            if not images:
+                break
+            self.charge_epochs([images])
+            planned.append(images)
+            if images < n:
+                break
+        return planned
+
+    def epoch_order(self, order: np.ndarray, batch_size: int) -> np.ndarray:
+        """The part of an epoch's order the budget affords (empty: it is spent)."""
+        order = order[:self.images(len(order), batch_size)]
+        if not len(order):
+            self.exhausted = True
+            print("the FLOPs budget is spent: training stops", flush=True)
+        return order
+
+    def spend(self, images: int, total: int, epoch: int) -> bool:
+        """Charge an epoch of `images` of `total`; True when it was the budget's last."""
+        self.charge_epochs([images])
+        if images < total:
+            self.exhausted = True
+            print(f"the FLOPs budget is spent: epoch {epoch + 1} trained on {images:,} of "
+                  f"{total:,} images, and training stops", flush=True)
+        return self.exhausted
+
+
+@dataclass
+class Meter:
+    """A run's FLOPs budget and what its phases cost, phase by phase."""
+
+    per_image: dict
+    budget: Budget
+    train_n: int
+    val_n: int
+    cached: int = 0  # the deepest boundary whose outputs are charged already
+
+    def enter(self, frozen: int, blocks: int) -> Budget:
+        """Set the costs of a phase that keeps `frozen` blocks frozen and reads `blocks` of
+        them from the cache; charge the blocks it newly reads from the cache, once."""
+        blocks = blocks if frozen else 0
+        images = self.train_n + self.val_n
+        self.budget.charge(cached_cost(self.per_image, self.cached, blocks, images))
+        if blocks > self.cached:
+            self.budget.before = f"caching blocks 1-{blocks} of {images:,} images"
+        self.cached = max(self.cached, blocks)
+        self.budget.per_image, self.budget.per_epoch = phase_costs(
+            self.per_image, frozen, blocks, self.val_n)
+        return self.budget
+
+    def note(self) -> str:
+        ended = ("the budget ended training" if self.budget.exhausted
+                 else "the epoch budget ended training first")
+        return (f"trained to a budget of {self.budget.flops:.3g} FLOPs "
+                f"({self.budget.spent:.3g} spent; {ended})")

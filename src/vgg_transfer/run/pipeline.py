@@ -36,10 +36,9 @@ from vgg_transfer.record import (
 from vgg_transfer.run import backend, fingerprint, flops, provenance
 from vgg_transfer.run.epochs import Checkpoint, set_seed
 from vgg_transfer.run.explain import fixed_examples, gradcam
-from vgg_transfer.run.features import cache_folder
 from vgg_transfer.run.models import Built, build_model, param_counts
-from vgg_transfer.run.points import Branches, Points
-from vgg_transfer.run.training import FeatureCache, TrainResult, plan, predict, train
+from vgg_transfer.run.points import BudgetPoints, CooldownBranches
+from vgg_transfer.run.training import FeatureCache, TrainResult, phases_of, predict, train
 from vgg_transfer.spec import precision as compute_precision
 from vgg_transfer.spec.config import ExperimentConfig
 
@@ -62,7 +61,7 @@ class Split:
 
 @dataclass
 class Placement:
-    """Where a run sits in its experiment's grid (see `spec.profiles.Point`)."""
+    """Where a run sits in its experiment's grid (see `spec.profiles.GridRun`)."""
 
     experiment: str
     axes: dict = field(default_factory=dict)
@@ -109,14 +108,14 @@ def planned_flops(cfg: ExperimentConfig, train_n: int) -> tuple[float, float]:
     built = build_model(cfg.regime, "none", cfg.image_size, cfg.head, cfg.augment)
     caches = cfg.cache_features and built.base is not None and not built.augment
     phases = [(phase.frozen, phase.frozen if caches else 0, phase.epochs, phase.patience)
-              for phase in plan(cfg.regime, cfg)]
+              for phase in phases_of(cfg.regime, cfg)]
     return flops.planned_range(flops.forward_per_image(built), phases,
                                cfg.train_size or train_n, cfg.val_size, cfg.batch_size,
                                cfg.flops_budget)
 
 
-def feature_cache(cfg: ExperimentConfig, split: Split, weights: dict,
-                  folder: Path) -> FeatureCache:
+def _cache(cfg: ExperimentConfig, split: Split, weights: dict,
+           folder: Path | None) -> FeatureCache:
     """The cache of frozen blocks' outputs for one run, keyed by what determines them: the
     weights (their hash; random weights by seed), input size and preprocessing, the data
     files, the Keras version, the backend and its version, the precision, and the code under
@@ -146,10 +145,10 @@ def fit(cfg: ExperimentConfig, built: Built, split: Split, cache: FeatureCache,
     config's `budget_points` as it goes, which training never reads)."""
     points = None
     if cfg.budget_points:
-        kind = Points if cfg.schedule == "constant" else Branches
+        kind = BudgetPoints if cfg.schedule == "constant" else CooldownBranches
         points = kind(list(cfg.budget_points), lambda: predict(
             built, split.data.x_test, cfg.batch_size, cache if cfg.cache_features else None))
-    return train(built, plan(cfg.regime, cfg), *split.fit_arrays, batch_size=cfg.batch_size,
+    return train(built, phases_of(cfg.regime, cfg), *split.fit_arrays, batch_size=cfg.batch_size,
                  cache_features=cfg.cache_features, cache=cache, seed=cfg.seed,
                  checkpoint=Checkpoint(run_dir / "checkpoint.npz", cfg.checkpoint_seconds),
                  flops_budget=cfg.flops_budget, points=points)
@@ -221,7 +220,7 @@ def _metrics(cfg: ExperimentConfig, place: Placement, split: Split, built: Built
 
 def with_cooldowns(compute: dict, result: TrainResult) -> dict:
     """The run's compute with what its budget points' cooldown branches cost on top of it
-    (`run.points.Branches`): `cooldowns`, and `spent`, everything the run computed. Each
+    (`run.points.CooldownBranches`): `cooldowns`, and `spent`, everything the run computed. Each
     point is charged its own budget; the run, what it really spent."""
     cooldowns = sum(p.get("cooldown_flops", 0.0)
                     for p in (result.points.taken if result.points else []))
@@ -310,13 +309,15 @@ def make_record(cfg: ExperimentConfig, place: Placement, split: Split, built: Bu
 
 def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = None,
         axes: dict | None = None, reference: bool = True,
-        search: dict | None = None) -> Metrics:
+        search: dict | None = None, feature_cache: Path | None = None) -> Metrics:
     """Train and evaluate one configuration and write its run folder.
 
     Args:
         experiment, axes, reference: where the run sits in its experiment's grid (see
-            `spec.profiles.Point`); recorded in metrics.json so pages can group runs.
+            `spec.profiles.GridRun`); recorded in metrics.json so pages can group runs.
         search: how its learning rate was chosen (`runner.search`), for its record.
+        feature_cache: the folder of frozen blocks' outputs runs share (None: computed,
+            not kept).
 
     Returns:
         The metrics written to metrics.json.
@@ -337,7 +338,7 @@ def run(cfg: ExperimentConfig, run_dir: str | Path, experiment: str | None = Non
     try:  # the run's precision holds for every model it builds, and for nothing after it
         with backend.traces_released():  # its step graphs go with it
             built = build(cfg, timings)
-            cache = feature_cache(cfg, split, built.weights, cache_folder(run_dir.parent))
+            cache = _cache(cfg, split, built.weights, feature_cache)
             result = fit(cfg, built, split, cache, run_dir)
             probs = evaluate(cfg, built, split, cache, timings)
             start = time.perf_counter()

@@ -1,10 +1,10 @@
 """Budget points: the test scores of smaller FLOPs budgets, taken inside one run.
 
-With a constant rate (`Points`) the run with a smaller budget is the start of the larger
-one, so its score is taken where it would end. With a schedule that ends at the budget
-(`Branches`, WSD) the smaller run follows the larger one until its own cooldown starts: there
-the state is copied, the cooldown is trained on the same data order as that run would train
-it, scored, and the larger run carries on from the copy it kept.
+With a constant rate (`BudgetPoints`) the run with a smaller budget is the start of the
+larger one, so its score is taken where it would end. With a schedule that ends at the budget
+(`CooldownBranches`, WSD) the smaller run follows the larger one until its own cooldown
+starts: there the state is copied, the cooldown is trained on the same data order as that
+run would train it, scored, and the larger run carries on from the copy it kept.
 """
 
 from __future__ import annotations
@@ -21,16 +21,17 @@ import keras
 import numpy as np
 
 from vgg_transfer.run.epochs import (
-    Budget,
     Cut,
     EpochLog,
+    Loop,
     Plateau,
     fit_epochs,
     validation_scores,
 )
+from vgg_transfer.run.flops import Budget
 
 
-def load_points(points: "Points", path: Path) -> None:
+def load_points(points: "BudgetPoints", path: Path) -> None:
     """The budget points a checkpoint scored before it was saved, back into `points`."""
     with np.load(path, allow_pickle=False) as saved:
         if "points" in saved.files:
@@ -40,7 +41,7 @@ def load_points(points: "Points", path: Path) -> None:
 
 
 @dataclass
-class Points:
+class BudgetPoints:
     """Test scores taken inside a run at smaller FLOPs budgets (`budget_points`), each the
     score the run with that budget ends with.
 
@@ -73,17 +74,14 @@ class Points:
             images = budget.images(n, batch_size, flops)
             if images >= n:
                 break  # this budget's run trains the whole epoch: so do the larger ones
-            if not images and not budget.epochs:
-                raise ValueError(f"budget_points: {flops:.3g} FLOPs do not pay for one batch of "
-                                 f"{batch_size} and its validation")
             ends.append((images, flops))
         return ends
 
     def take(self, cut: Cut) -> None:
         """Score the run the cut's budget makes: its full epochs, and the cut's images of a
         short last epoch (none: it ended with the epoch before)."""
-        self._score_run(cut.model, cut.flops, cut.hist, cut.images or None, cut.val_data,
-                        cut.batch_size, cut.plateau, cut.seconds)
+        self._score_run(cut.model, cut.flops, cut.loop.hist, cut.images or None, cut.val_data,
+                        cut.loop.batch_size, cut.loop.plateau, cut.seconds)
 
     def _score_run(self, model: keras.Model, flops: float, hist: dict, images: int | None,
                    val_data: tuple, batch_size: int, plateau: Plateau | None,
@@ -136,7 +134,7 @@ def weights_digest(model: keras.Model) -> str:
 
 
 @dataclass
-class Branches(Points):
+class CooldownBranches(BudgetPoints):
     """Budget points under a schedule that ends at each budget (`run.schedule`): each is a
     cooldown branch off the run.
 
@@ -173,22 +171,24 @@ class Branches(Points):
         return ends
 
     def take(self, cut: Cut) -> None:
-        model, main_budget = cut.model, cut.budget
+        model, main_budget = cut.model, cut.loop.budget
         if not model.optimizer.built:  # a cut before the first step: the slots, still zero
             model.optimizer.build(model.trainable_variables)
         state = ([v.numpy() for v in model.variables],
                  [v.numpy() for v in model.optimizer.variables])
         ledger = Budget(cut.flops, main_budget.spent, main_budget.per_image,
                         main_budget.per_epoch, epochs=main_budget.epochs)
-        hist = copy.deepcopy(cut.hist)
+        hist = copy.deepcopy(cut.loop.hist)
         own = copy.copy(self.main)  # the run's own end, to go back to
         begin = time.perf_counter()
         self._switch(model, self.schedules[cut.flops], state)
         try:
             print(f"budget point {cut.flops:.3g} FLOPs: cooldown branch", flush=True)
-            fit_epochs(model, cut.train_data, cut.val_data, range(cut.epoch, cut.epochs.stop),
-                       cut.batch_size, cut.seed, EpochLog(cut.epochs.stop, "  branch "), hist,
-                       budget=ledger, start=(cut.images, dict(cut.logs)))
+            stop = cut.loop.epochs.stop
+            fit_epochs(model, cut.train_data, cut.val_data,
+                       Loop(range(cut.epoch, stop), cut.loop.batch_size, cut.loop.seed,
+                            EpochLog(stop, "  branch "), hist, budget=ledger),
+                       start=(cut.images, dict(cut.logs)))
             probabilities = self.score()
             digest = weights_digest(model)
         finally:

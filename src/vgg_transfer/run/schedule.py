@@ -14,7 +14,7 @@ import math
 
 import keras
 
-from vgg_transfer.run.epochs import Budget
+from vgg_transfer.run.flops import Budget
 
 
 @keras.saving.register_keras_serializable(package="vgg_transfer")
@@ -64,7 +64,8 @@ def planned_steps(budget: Budget | None, n: int, batch_size: int, epochs: int) -
     images, each cut to what the budget (charged as training will charge it) still affords,
     until the budget or `epochs` ends it."""
     ledger = dataclasses.replace(budget) if budget else Budget(math.inf)
-    return sum(math.ceil(images / batch_size) for images in ledger.plan(n, batch_size, epochs))
+    epochs_images = ledger.afford_epochs(n, batch_size, epochs)
+    return sum(math.ceil(images / batch_size) for images in epochs_images)
 
 
 def make(kind: str, peak: float, warmup: int, fraction: float, steps: int):

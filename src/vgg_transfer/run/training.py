@@ -19,17 +19,18 @@ import numpy as np
 
 from vgg_transfer.run import backend, flops, schedule
 from vgg_transfer.run.epochs import (
-    Budget,
     Checkpoint,
     EpochLog,
+    Loop,
     Plateau,
     fit_epochs,
     load_checkpoint,
     one_hot,
 )
 from vgg_transfer.run.features import FeatureCache, block_outputs
+from vgg_transfer.run.flops import Budget, Meter
 from vgg_transfer.run.models import Built, compile_model, freeze_blocks, top
-from vgg_transfer.run.points import Branches, Points, load_points, weights_digest
+from vgg_transfer.run.points import BudgetPoints, CooldownBranches, load_points, weights_digest
 from vgg_transfer.spec import regimes
 
 backend.quiet()
@@ -46,7 +47,7 @@ class TrainResult:
     feature_images: int = 0            # images whose features were computed, not read
     feature_rate: float | None = None  # images/s of the frozen blocks when first computed
     phases: list[dict] = field(default_factory=list)  # per phase: budget, epochs run, stop
-    points: Points | None = None       # test scores at smaller FLOPs budgets (`run.points`)
+    points: BudgetPoints | None = None       # test scores at smaller FLOPs budgets (`run.points`)
     weights_sha256: str = ""           # the trained part's weights at the end, byte for byte
 
 
@@ -111,7 +112,7 @@ def predict(built: Built, images: np.ndarray, batch_size: int,
 # ---------------------------------------------------------------- training
 
 @dataclass(frozen=True)
-class PhaseBudget:
+class TrainingPhase:
     """One phase of training, with its numbers: what is frozen, for how long, how fast."""
 
     frozen: int                  # leading VGG16 blocks kept frozen (5: the whole base)
@@ -126,7 +127,7 @@ class PhaseBudget:
     cooldown_fraction: float = 0.2  # wsd: the share of the steps that cools down to zero
 
 
-def plan(regime: str, cfg) -> list[PhaseBudget]:
+def phases_of(regime: str, cfg) -> list[TrainingPhase]:
     """A regime's phases (from the registry) with their numbers from a config.
 
     A phase with a stopping rule of its own (two_phase's head phase) keeps it; every other
@@ -149,14 +150,14 @@ def plan(regime: str, cfg) -> list[PhaseBudget]:
         if getattr(cfg, "schedule", "constant") != "constant":
             rule.update(schedule=cfg.schedule, warmup=cfg.warmup_steps,
                         cooldown_fraction=cfg.cooldown_fraction)
-        phases.append(PhaseBudget(phase.frozen_blocks(cfg), getattr(cfg, phase.epochs),
+        phases.append(TrainingPhase(phase.frozen_blocks(cfg), getattr(cfg, phase.epochs),
                                   getattr(cfg, phase.learning_rate), label=phase.label, **rule))
     return phases
 
 
-def one_phase(frozen: int, epochs: int, learning_rate: float) -> list[PhaseBudget]:
-    """The plan of a regime trained in a single phase."""
-    return [PhaseBudget(frozen, epochs, learning_rate)]
+def one_phase(frozen: int, epochs: int, learning_rate: float) -> list[TrainingPhase]:
+    """The phases of a regime trained in a single phase: one."""
+    return [TrainingPhase(frozen, epochs, learning_rate)]
 
 
 @dataclass
@@ -172,11 +173,11 @@ class _Done:
     spent_budget: bool = False   # the run's FLOPs budget ended the phase
 
 
-def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train: np.ndarray,
+def train(built: Built, phases: list[TrainingPhase], x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray, y_val: np.ndarray, *, batch_size: int,
           cache_features: bool = True, cache: FeatureCache | None = None, seed: int = 0,
           checkpoint: Checkpoint | None = None, flops_budget: float | None = None,
-          points: Points | None = None) -> TrainResult:
+          points: BudgetPoints | None = None) -> TrainResult:
     """Train a freshly built model phase by phase; validate on the held-out training split.
 
     Each phase freezes its leading blocks, recompiles (the optimiser sees only what is
@@ -185,17 +186,14 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
 
     Args:
         built: from `models.build_model`.
-        phases: from `plan` (or `one_phase`).
+        phases: from `phases_of` (or `one_phase`).
         x_*: uint8 or float images (N, 32, 32, 3), 0-255; y_*: integer labels.
         cache_features: train on frozen blocks' outputs computed once, not in every step.
         cache: where those outputs live on disk, for reuse across runs (None: not stored).
         seed: seeds each epoch's shuffling and dropout (see `reseed_epoch`).
-        checkpoint: where and how often to save the state after an epoch; when the file
-            exists, training resumes from it and ends as an uninterrupted run would.
-        flops_budget: training FLOPs the run may spend (`run.flops`'s count); training
-            stops, mid-epoch if need be, before it would spend more (see `Budget`).
-        points: smaller budgets at which to score the test set as the run with that budget
-            would end (see `Points`); a single-phase run with a `flops_budget` only.
+        checkpoint: where and how often to save the state; training resumes from it.
+        flops_budget: training FLOPs the run may spend (`run.flops`: `Budget`).
+        points: smaller budgets scored inside the run (`run.points`), single-phase only.
     """
     if points is not None and (len(phases) > 1 or not flops_budget):
         raise ValueError("budget_points: a single-phase regime trained to a flops_budget only")
@@ -204,15 +202,13 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
     start_phase, saved, restarted = _resume_point(checkpoint)
     if points is not None and saved:
         load_points(points, checkpoint.path)
-    meter = _Meter(flops.forward_per_image(built), Budget(flops_budget), len(x_train),
+    meter = Meter(flops.forward_per_image(built), Budget(flops_budget), len(x_train),
                    len(x_val)) if flops_budget else None
     done = []
     for index, phase in enumerate(phases):
         if index < start_phase:  # finished before the checkpoint: its weights are in it
-            inputs = _phase_inputs(built, phase, (x_train, x_val), batch_size, source)
-            if meter:
-                meter.enter(phase, inputs).charge_epochs(saved[index].get("images", []))
-            done.append(_Done(inputs, saved[index], 0.0, EpochLog(phase.epochs)))
+            done.append(_finished_phase(built, phase, (x_train, x_val), batch_size, source,
+                                        meter, saved[index]))
             continue
         if meter and meter.budget.exhausted:
             break  # the budget ended training in an earlier phase
@@ -226,47 +222,30 @@ def train(built: Built, phases: list[PhaseBudget], x_train: np.ndarray, y_train:
         done.append(phase_done)
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)
+    return _finish(built, phases, done, points, [restarted, meter and meter.note()])
+
+
+def _finished_phase(built: Built, phase: TrainingPhase, images: tuple, batch_size: int,
+                    source: FeatureCache | None, meter: Meter | None, history: dict) -> _Done:
+    """A phase a checkpoint holds as finished: its inputs again, its epochs charged."""
+    inputs = _phase_inputs(built, phase, images, batch_size, source)
+    if meter:
+        meter.enter(phase.frozen, inputs.blocks).charge_epochs(history.get("images", []))
+    return _Done(inputs, history, 0.0, EpochLog(phase.epochs))
+
+
+def _finish(built: Built, phases: list[TrainingPhase], done: list[_Done],
+            points: BudgetPoints | None, notes: list) -> TrainResult:
+    """The run's result, the model whole and compiled, the budget points finished."""
     # The full model shares the trained layers; compile it so it can be evaluated as a whole.
     compile_model(built.model, phases[-1].learning_rate)
     result = _result(built, phases[:len(done)], done)
-    result.notes += [note for note in (restarted, meter and meter.note()) if note]
+    result.notes += [note for note in notes if note]
     if points is not None:
         points.finish(done[-1].history, result.train_seconds)
         result.points = points
     result.weights_sha256 = weights_digest(done[-1].inputs.target)
     return result
-
-
-@dataclass
-class _Meter:
-    """A run's FLOPs budget and what its phases cost (`run.flops`), phase by phase."""
-
-    per_image: dict
-    budget: Budget
-    train_n: int
-    val_n: int
-    cached: int = 0  # the deepest boundary whose outputs are charged already
-
-    def enter(self, phase: PhaseBudget, inputs: Inputs) -> Budget:
-        """Set the phase's costs; charge the blocks it newly reads from the cache, once."""
-        blocks = inputs.blocks if phase.frozen else 0
-        self.budget.charge(flops.cached_cost(self.per_image, self.cached, blocks,
-                                             self.train_n + self.val_n))
-        self.cached = max(self.cached, blocks)
-        if self.budget.spent > self.budget.flops:
-            raise ValueError(f"flops_budget: {self.budget.flops:.3g} FLOPs do not pay for "
-                             f"caching blocks 1-{blocks} of {self.train_n + self.val_n:,} "
-                             f"images ({self.budget.spent:.3g} FLOPs); give a larger budget "
-                             "or fewer images")
-        self.budget.per_image, self.budget.per_epoch = flops.phase_costs(
-            self.per_image, phase.frozen, blocks, self.val_n)
-        return self.budget
-
-    def note(self) -> str:
-        ended = ("the budget ended training" if self.budget.exhausted
-                 else "the epoch budget ended training first")
-        return (f"trained to a budget of {self.budget.flops:.3g} FLOPs "
-                f"({self.budget.spent:.3g} spent; {ended})")
 
 
 def _resume_point(checkpoint: Checkpoint | None) -> tuple[int, list, str | None]:
@@ -288,7 +267,7 @@ def _resume_point(checkpoint: Checkpoint | None) -> tuple[int, list, str | None]
     return len(histories) - 1, histories, None
 
 
-def _phase_inputs(built: Built, phase: PhaseBudget, images: tuple, batch_size: int,
+def _phase_inputs(built: Built, phase: TrainingPhase, images: tuple, batch_size: int,
                   source: FeatureCache | None) -> Inputs:
     """Freeze the phase's leading blocks and pick what it trains on."""
     if built.base is not None:
@@ -296,18 +275,18 @@ def _phase_inputs(built: Built, phase: PhaseBudget, images: tuple, batch_size: i
     return fit_inputs(built, *images, batch_size, source)
 
 
-def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, labels: tuple,
+def _train_phase(built: Built, phase: TrainingPhase, index: int, images: tuple, labels: tuple,
                  batch_size: int, source: FeatureCache | None, seed: int,
                  checkpoint: Checkpoint | None, restore: bool,
-                 meter: _Meter | None = None, points: Points | None = None) -> _Done:
+                 meter: Meter | None = None, points: BudgetPoints | None = None) -> _Done:
     """Freeze, pick the inputs, recompile and fit one phase (resuming from `checkpoint`
     when `restore`; within the run's FLOPs budget when `meter`)."""
     inputs = _phase_inputs(built, phase, images, batch_size, source)
-    budget = meter.enter(phase, inputs) if meter else None
+    budget = meter.enter(phase.frozen, inputs.blocks) if meter else None
     rate = _rates(phase, budget, len(inputs.train), batch_size)
     main = rate(budget.flops if budget else None)
     compile_model(inputs.target, main)  # recompile after changing trainable
-    if isinstance(points, Branches):
+    if isinstance(points, CooldownBranches):
         points.compile = compile_model
         points.prepare(rate, main)
     plateau = (Plateau(phase.patience, phase.monitor, phase.restore_best)
@@ -325,15 +304,15 @@ def _train_phase(built: Built, phase: PhaseBudget, index: int, images: tuple, la
     log = EpochLog(phase.epochs, phase.label)
     start = time.perf_counter()
     fit_epochs(inputs.target, (inputs.train, labels[0]), (inputs.val, labels[1]),
-               range(resumed, phase.epochs), batch_size, seed + 7919 * index, log, hist,
-               checkpoint, last=phase.epochs, plateau=plateau, budget=budget, points=points)
+               Loop(range(resumed, phase.epochs), batch_size, seed + 7919 * index, log, hist,
+                    checkpoint, phase.epochs, plateau, budget, points))
     # (a phase the budget left no batch for trained no epoch: its history is empty)
     restored = plateau.finish(inputs.target, len(hist.get("loss", []))) if plateau else None
     return _Done(inputs, hist, time.perf_counter() - start, log, resumed, restored,
                  bool(budget and budget.exhausted))
 
 
-def _rates(phase: PhaseBudget, budget: Budget | None, n: int, batch_size: int):
+def _rates(phase: TrainingPhase, budget: Budget | None, n: int, batch_size: int):
     """The learning rate (or schedule) of the phase's run with a budget of `flops` FLOPs (the
     phase's own, or a budget point's), planned from the ledger as the phase starts."""
     def rate(flops: float | None):
@@ -345,7 +324,7 @@ def _rates(phase: PhaseBudget, budget: Budget | None, n: int, batch_size: int):
     return rate
 
 
-def _result(built: Built, phases: list[PhaseBudget], done: list[_Done]) -> TrainResult:
+def _result(built: Built, phases: list[TrainingPhase], done: list[_Done]) -> TrainResult:
     """The phases' histories, times and notes as one `TrainResult`."""
     history = {name: [v for d in done for v in d.history[name]] for name in done[-1].history}
     if len(phases) > 1:
@@ -358,7 +337,7 @@ def _result(built: Built, phases: list[PhaseBudget], done: list[_Done]) -> Train
                        [_phase_summary(p, d) for p, d in zip(phases, done, strict=False)])
 
 
-def _phase_summary(phase: PhaseBudget, done: _Done) -> dict:
+def _phase_summary(phase: TrainingPhase, done: _Done) -> dict:
     """What one phase was allowed and what it did: the pages tell runs that stopped on a
     plateau from runs that ran out of budget."""
     run = len(done.history.get("loss", []))
@@ -373,7 +352,7 @@ def _phase_summary(phase: PhaseBudget, done: _Done) -> dict:
             "cooldown_fraction": phase.cooldown_fraction}
 
 
-def _notes(phases: list[PhaseBudget], done: list[_Done]) -> list[str]:
+def _notes(phases: list[TrainingPhase], done: list[_Done]) -> list[str]:
     """What a reader should know about how the run trained, in words."""
     resumed = [(i, d.resumed) for i, d in enumerate(done) if d.resumed]
     if len(phases) == 1:
@@ -390,7 +369,7 @@ def _notes(phases: list[PhaseBudget], done: list[_Done]) -> list[str]:
                                  for i, n in resumed]
 
 
-def _phase_words(phase: PhaseBudget, done: _Done) -> str:
+def _phase_words(phase: TrainingPhase, done: _Done) -> str:
     epochs = len(done.history.get("loss", []))
     if phase.frozen == 5:
         return (f"the head on the frozen base for {epochs} epoch(s)"
