@@ -78,7 +78,8 @@ def main() -> None:
 
         start = time.perf_counter()
         plan = runner.plan.make_plan(args.profile, outputs=parallel)
-        tasks = cluster.run_points(points, plan.runs_dir, workers=args.workers)
+        tasks = cluster.run_on_cluster(points, plan.runs_dir, workers=args.workers,
+                                       feature_cache=plan.feature_cache)
         runs_seconds = time.perf_counter() - start
         outcomes = runner.profile.run_experiments(plan, workers=args.workers)
         par_seconds = time.perf_counter() - start

@@ -23,7 +23,7 @@ from vgg_transfer.report import tables
 from vgg_transfer.run import backend
 from vgg_transfer.runner import sweep
 from vgg_transfer.spec.config import ConfigError, load_experiments, make_config
-from vgg_transfer.spec.profiles import Point, resolve_points
+from vgg_transfer.spec.profiles import GridRun, resolve_grid
 
 REQUIRED = {name.strip() for name in os.environ.get("VGG_REQUIRE_BACKENDS", "").split(",")}
 
@@ -47,8 +47,8 @@ def on_backend(name: str, script: str, *args: str, timeout: int = 600) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _point(cfg_values: dict, experiment: str = "frozen") -> Point:
-    return Point(make_config({"name": experiment, "regime": "frozen", "weights": "none",
+def _point(cfg_values: dict, experiment: str = "frozen") -> GridRun:
+    return GridRun(make_config({"name": experiment, "regime": "frozen", "weights": "none",
                               **cfg_values}), experiment)
 
 
@@ -57,21 +57,21 @@ def _point(cfg_values: dict, experiment: str = "frozen") -> Point:
 def test_the_backend_comes_from_keras_backend_else_tensorflow(tiny_cifar):
     spec = load_experiments()
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
-    (plain,) = resolve_points(spec, "frozen", "smoke", env=env)
-    (jax,) = resolve_points(spec, "frozen", "smoke", env={**env, "KERAS_BACKEND": "jax"})
-    (torch,) = resolve_points(spec, "frozen", "smoke", overrides={"backend": "torch"},
+    (plain,) = resolve_grid(spec, "frozen", "smoke", env=env)
+    (jax,) = resolve_grid(spec, "frozen", "smoke", env={**env, "KERAS_BACKEND": "jax"})
+    (torch,) = resolve_grid(spec, "frozen", "smoke", overrides={"backend": "torch"},
                               env={**env, "KERAS_BACKEND": "jax"})
     assert (plain.cfg.backend, jax.cfg.backend, torch.cfg.backend) == ("tensorflow", "jax",
                                                                         "torch")
     with pytest.raises(ConfigError, match="backend: Input should be 'tensorflow', 'jax' or "
                                           "'torch'"):
-        resolve_points(spec, "frozen", "smoke", overrides={"backend": "mxnet"}, env=env)
+        resolve_grid(spec, "frozen", "smoke", overrides={"backend": "mxnet"}, env=env)
 
 
 def test_two_backends_give_two_run_keys(tiny_cifar):
     spec = load_experiments()
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
-    keys = {sweep.run_key(resolve_points(spec, "frozen", "smoke", overrides={"backend": name},
+    keys = {sweep.run_key(resolve_grid(spec, "frozen", "smoke", overrides={"backend": name},
                                          env=env)[0].cfg, "code")
             for name in backend.NAMES}
     assert len(keys) == len(backend.NAMES)
@@ -82,7 +82,7 @@ def test_two_backends_give_two_run_keys(tiny_cifar):
 def test_a_run_for_another_backend_fails_in_one_line(tiny_cifar, tmp_path):
     other = next(name for name in backend.NAMES if name != backend.active())
     point = _point({"data_dir": str(tiny_cifar), "backend": other})
-    outcome = sweep.run_point(point, tmp_path, "key")
+    outcome = sweep.run_one(point, tmp_path, "key")
     assert outcome.status == "failed"
     assert outcome.error == (f"backend: this run asks for {other}, but Keras was loaded with "
                              f"{backend.active()} in this process; start it with "

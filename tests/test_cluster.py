@@ -66,8 +66,8 @@ def _comparable(text: str) -> str:
     return text.replace("(read from the feature cache)", "(computed)")
 
 
-# Half of the smoke_study grid (14 of 28 runs; the whole grid took 14-15 min on 2 workers
-# here, on 2 busy cores): the cached-feature regimes, whose runs share feature-cache files across
+# Half of the smoke_study grid (14 of 28 runs; `benchmarks/cluster_bench.py` times all 28):
+# the cached-feature regimes, whose runs share feature-cache files across
 # workers (frozen-n200-s0 and resolution-px32-flatten-s0 read the same ones), at 32 and 64 px, and
 # partial, which trains block 5. `benchmarks/cluster_bench.py` compares all 28.
 SUBSET = ["frozen", "partial", "resolution"]
@@ -79,7 +79,8 @@ def test_smoke_study_grid_on_two_workers_equals_the_sequential_run(site, tmp_pat
     each ends with the key and the metrics.json of the `site` fixture's sequential run."""
     points = resolve_profile(load_experiments(), site["profile"], site["overrides"], SUBSET)
     runs = tmp_path / "runs"
-    outcomes = cluster.run_points(points, runs, workers=2)
+    cache = site["outputs"] / ".feature-cache"  # the sequential run's, as the runner shares it
+    outcomes = cluster.run_on_cluster(points, runs, workers=2, feature_cache=cache)
     assert sorted(outcomes) == sorted(p.name for p in points) and len(points) == 14
     assert {o.status for o in outcomes.values()} == {"ok"}
     sequential = site["outputs"] / site["profile"] / "runs"
@@ -88,7 +89,7 @@ def test_smoke_study_grid_on_two_workers_equals_the_sequential_run(site, tmp_pat
         assert (ours / "run_key").read_text() == (theirs / "run_key").read_text(), point.name
         assert (_comparable((ours / "metrics.json").read_text())
                 == _comparable((theirs / "metrics.json").read_text())), point.name
-    assert cluster.run_points(points, runs, workers=2) == {}  # every run is current now
+    assert cluster.run_on_cluster(points, runs, workers=2, feature_cache=cache) == {}  # current
 
 
 @pytest.mark.slow

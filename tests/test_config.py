@@ -10,7 +10,7 @@ from vgg_transfer.spec.profiles import (
     profile_compare,
     profile_studies,
     resolve,
-    resolve_points,
+    resolve_grid,
     resolve_profile,
 )
 
@@ -187,7 +187,7 @@ GRID = {
 
 
 def test_grid_expands_into_named_points_with_seed_last():
-    points = resolve_points(GRID, "frozen", "study", env={})
+    points = resolve_grid(GRID, "frozen", "study", env={})
     assert [p.name for p in points] == ["frozen-n500-s0", "frozen-n500-s1", "frozen-n2000-s0",
                                         "frozen-n2000-s1", "frozen-nall-s0", "frozen-nall-s1"]
     assert [p.cfg.train_size for p in points] == [500, 500, 2000, 2000, None, None]
@@ -198,7 +198,7 @@ def test_grid_expands_into_named_points_with_seed_last():
 
 
 def test_grid_axis_of_mappings_varies_keys_together():
-    points = resolve_points(GRID, "sbn", "study", env={})
+    points = resolve_grid(GRID, "sbn", "study", env={})
     assert [(p.cfg.train_size, p.cfg.epochs, p.cfg.seed) for p in points] == [
         (500, 12, 0), (500, 12, 1), (2000, 3, 0), (2000, 3, 1)]
     assert points[0].name == "sbn-n500-e12-s0"
@@ -206,24 +206,24 @@ def test_grid_axis_of_mappings_varies_keys_together():
 
 
 def test_an_override_fixes_a_grid_axis():
-    points = resolve_points(GRID, "frozen", "study", overrides={"seed": 5}, env={})
+    points = resolve_grid(GRID, "frozen", "study", overrides={"seed": 5}, env={})
     assert [p.name for p in points] == ["frozen-n500", "frozen-n2000", "frozen-nall"]
     assert {p.cfg.seed for p in points} == {5}
-    one = resolve_points(GRID, "sbn", "study", overrides={"seed": 0, "train_size": 500}, env={})
+    one = resolve_grid(GRID, "sbn", "study", overrides={"seed": 0, "train_size": 500}, env={})
     assert [(p.name, p.cfg.epochs) for p in one] == [("sbn-e12", 12), ("sbn-e3", 3)]
 
 
 @pytest.mark.parametrize("grid, message", [
     ({"seed": 3}, "grid.seed: must be a non-empty list"),
     ({"seed": []}, "grid.seed: must be a non-empty list"),
-    ({"epochs": [0, 1]}, "point frozen-e0.*epochs: Input should be greater than 0"),
+    ({"epochs": [0, 1]}, "grid run frozen-e0.*epochs: Input should be greater than 0"),
     ({"epoch": [1, 2]}, "epoch: unknown key"),
-    ({"learning_rate": [1e-4, 1.0000001e-4]}, "two points the same name"),
+    ({"learning_rate": [1e-4, 1.0000001e-4]}, "two grid runs the same name"),
 ])
 def test_bad_grids_name_the_axis(grid, message):
     spec = {**GRID, "profiles": {"p": {"experiments": {"frozen": {"grid": grid}}}}}
     with pytest.raises(ConfigError, match=message):
-        resolve_points(spec, "frozen", "p", env={})
+        resolve_grid(spec, "frozen", "p", env={})
 
 
 def test_studies_and_compare_are_checked():

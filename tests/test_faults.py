@@ -18,20 +18,26 @@ from conftest import PROJECT_ROOT, command
 from vgg_transfer import files
 from vgg_transfer.runner import lock, sweep
 from vgg_transfer.spec.config import load_experiments
-from vgg_transfer.spec.profiles import resolve_points
+from vgg_transfer.spec.profiles import resolve_grid
 
 SMALL = {"train_size": 40, "val_size": 20, "epochs": 2, "batch_size": 16,
          "checkpoint_seconds": 0}
 
 
 def _point(tiny_cifar, **overrides):
-    (point,) = resolve_points(load_experiments(), "frozen", "smoke", {**SMALL, **overrides},
+    (point,) = resolve_grid(load_experiments(), "frozen", "smoke", {**SMALL, **overrides},
                               env={"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"})
     return point
 
 
 def _run(point, runs, force=False):
-    return sweep.run_point(point, runs, sweep.run_key(point.cfg, sweep.code_hash()), force)
+    """One run into `<outputs>/<profile>/runs`, with the outputs folder's feature cache, as
+    the runner's plan gives it."""
+    from vgg_transfer import files
+
+    cache = files.feature_cache_of(Path(runs).parent.parent)
+    return sweep.run_one(point, runs, sweep.run_key(point.cfg, sweep.code_hash()), force,
+                         cache)
 
 
 def _metrics(folder):

@@ -14,7 +14,7 @@ from vgg_transfer import runner
 from vgg_transfer.record import SCHEMA_VERSION, RunRecord
 from vgg_transfer.runner import sweep
 from vgg_transfer.spec.config import load_experiments
-from vgg_transfer.spec.profiles import STUDIES, resolve_points
+from vgg_transfer.spec.profiles import STUDIES, resolve_grid
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def test_papermill_by_hand(site, tmp_path):
     record = RunRecord.load(run_dir)
     assert record.config.epochs == 2 and record.config.regime == "frozen"
     assert record.config.data_dir == str(Path(os.environ["CIFAR10_DIR"]).resolve())
-    assert record.model_file is not None  # one run, not a grid point: its model is kept
+    assert record.model_file is not None  # one run, not a grid run: its model is kept
     # the saved model scores another test folder beside the run, leaving its metrics alone
     metrics = (run_dir / "metrics.json").read_bytes()
     data = os.environ["CIFAR10_DIR"]
@@ -133,7 +133,7 @@ def test_papermill_by_hand(site, tmp_path):
 
 
 def test_one_run_dir_needs_one_point(tmp_path):
-    points = resolve_points(load_experiments(), "frozen", "smoke_study")
+    points = resolve_grid(load_experiments(), "frozen", "smoke_study")
     with pytest.raises(ValueError, match="has 4 runs under profile smoke_study.*train_size, seed"):
         sweep.run_in_notebook(points, "smoke_study", run_dir=str(tmp_path))
 

@@ -19,7 +19,7 @@ from vgg_transfer.report.studies import (
 from vgg_transfer.report.words import accuracy_cell, phrase
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import ExperimentConfig
-from vgg_transfer.spec.profiles import point_name
+from vgg_transfer.spec.profiles import grid_run_name
 
 
 def _predictions(correct: np.ndarray, confidence: float) -> pd.DataFrame:
@@ -68,7 +68,7 @@ def fake_run(experiment, regime, seed, correct, train_n=2000, axes=None, referen
     right test images."""
     correct = np.asarray(correct, bool)
     axes = {**(axes or {}), "seed": seed}
-    name = point_name(experiment, axes)
+    name = grid_run_name(experiment, axes)
     config = ExperimentConfig(name=name, regime=regime, weights="none", seed=seed,
                               image_size=image_size, head=head, train_size=train_n,
                               precision="float32")  # the same on every machine

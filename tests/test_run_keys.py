@@ -19,7 +19,7 @@ from vgg_transfer.run import fingerprint
 from vgg_transfer.runner import sweep
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import load_experiments
-from vgg_transfer.spec.profiles import resolve_points
+from vgg_transfer.spec.profiles import resolve_grid
 
 TRAINING_LINE = "    value = seed * 100_003 + epoch\n"
 
@@ -52,7 +52,7 @@ def _finished(points, runs_dir):
 @pytest.fixture
 def finished(tmp_path, tiny_cifar, package):
     spec = load_experiments()
-    points = resolve_points(spec, "frozen", "smoke", env={"CIFAR10_DIR": str(tiny_cifar),
+    points = resolve_grid(spec, "frozen", "smoke", env={"CIFAR10_DIR": str(tiny_cifar),
                                                           "WEIGHTS": "hed-bsds500"})
     runs = tmp_path / "runs"
     _finished(points, runs)
@@ -107,7 +107,7 @@ def test_a_profiles_page_list_is_not_part_of_a_run(finished, tiny_cifar):
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
     spec["profiles"]["smoke"]["studies"] = ["seeds"]
     spec["profiles"]["smoke"]["compare"] = ["frozen"]
-    again = resolve_points(spec, "frozen", "smoke", env=env)
+    again = resolve_grid(spec, "frozen", "smoke", env=env)
     assert sweep.pending(again, runs) == []
 
 
@@ -117,11 +117,11 @@ def test_same_data_relative_or_absolute_gives_the_same_key(tiny_cifar, monkeypat
     relative = os.path.relpath(tiny_cifar)
     keys = []
     for folder in (relative, str(tiny_cifar), str(tiny_cifar) + "/"):
-        (point,) = resolve_points(spec, "frozen", "smoke", env={"CIFAR10_DIR": folder,
+        (point,) = resolve_grid(spec, "frozen", "smoke", env={"CIFAR10_DIR": folder,
                                                                  "WEIGHTS": "hed-bsds500"})
         keys.append(sweep.run_key(point.cfg, "code"))
     assert len(set(keys)) == 1
-    (other,) = resolve_points(spec, "frozen", "smoke", overrides={"epochs": 2},
+    (other,) = resolve_grid(spec, "frozen", "smoke", overrides={"epochs": 2},
                               env={"CIFAR10_DIR": relative, "WEIGHTS": "hed-bsds500"})
     assert sweep.run_key(other.cfg, "code") != keys[0]
 
@@ -129,8 +129,8 @@ def test_same_data_relative_or_absolute_gives_the_same_key(tiny_cifar, monkeypat
 def test_checkpoint_frequency_is_not_part_of_a_run(tiny_cifar):
     spec = load_experiments()
     env = {"CIFAR10_DIR": str(tiny_cifar), "WEIGHTS": "hed-bsds500"}
-    (a,) = resolve_points(spec, "frozen", "smoke", env=env)
-    (b,) = resolve_points(spec, "frozen", "smoke", overrides={"checkpoint_seconds": 0}, env=env)
+    (a,) = resolve_grid(spec, "frozen", "smoke", env=env)
+    (b,) = resolve_grid(spec, "frozen", "smoke", overrides={"checkpoint_seconds": 0}, env=env)
     assert sweep.run_key(a.cfg, "code") == sweep.run_key(b.cfg, "code")
 
 

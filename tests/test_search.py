@@ -5,7 +5,7 @@ import json
 import pytest
 
 from vgg_transfer.spec.config import make_config
-from vgg_transfer.spec.profiles import Point
+from vgg_transfer.spec.profiles import GridRun
 
 
 def _point(tiny_cifar, seed, budget_points=None, **more):
@@ -14,7 +14,7 @@ def _point(tiny_cifar, seed, budget_points=None, **more):
               "batch_size": 8, "precision": "float32", "seed": seed, "flops_budget": 2e11,
               "budget_points": budget_points, "schedule": "wsd", "save_model": False,
               "lr_search": {"learning_rates": [1e-5, 1e-3, 1e-1], "set": {"epochs": 3}}, **more}
-    return Point(make_config(values), "line", {"seed": seed})
+    return GridRun(make_config(values), "line", {"seed": seed})
 
 
 def test_the_search_runs_once_per_line_and_the_rate_is_chosen_on_validation(tiny_cifar,
@@ -28,7 +28,7 @@ def test_the_search_runs_once_per_line_and_the_rate_is_chosen_on_validation(tiny
     assert {p.cfg.seed for p in searched} == {0} and all(not p.cfg.budget_points
                                                        for p in searched)
     assert [p.cfg.epochs for p in searched] == [3, 3, 3]  # the search's own `set`
-    outcomes = sweep.run_points(points, tmp_path)
+    outcomes = sweep.run_in_order(points, tmp_path)
     assert [o.status for o in outcomes] == ["ok"] * 5
     candidates = [RunRecord.load(tmp_path / p.name) for p in searched]
     val = [c.metrics.final_val_accuracy for c in candidates]
@@ -42,7 +42,7 @@ def test_the_search_runs_once_per_line_and_the_rate_is_chosen_on_validation(tiny
         assert record.metrics.lr_search["flops"] == pytest.approx(
             sum(c.training_flops for c in candidates))
     # run again: every run, the searches' too, is current
-    assert [o.status for o in sweep.run_points(points, tmp_path)] == ["cached"] * 5
+    assert [o.status for o in sweep.run_in_order(points, tmp_path)] == ["cached"] * 5
 
 
 def test_a_searched_runs_key_holds_its_search_not_a_rate(tiny_cifar):
@@ -60,5 +60,5 @@ def test_a_missing_candidate_fails_the_point_not_the_sweep(tiny_cifar, tmp_path)
 
     with pytest.raises(search.SearchFailed, match="no finished run"):
         search.choose(_point(tiny_cifar, 0), tmp_path)
-    assert json.dumps(search.choose(Point(make_config({"name": "x", "regime": "frozen"}),
+    assert json.dumps(search.choose(GridRun(make_config({"name": "x", "regime": "frozen"}),
                                           "x"), tmp_path)[1]) == "null"

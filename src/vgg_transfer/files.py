@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -57,3 +58,53 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+
+
+# ---------------------------------------------------------------- names beside a run folder
+
+RUN_KEY = "run_key"            # inside a run folder: the key it was trained under
+CHECKPOINT = "checkpoint.npz"  # inside a staging folder: the state an interrupted run resumes
+FEATURE_CACHE = ".feature-cache"  # inside an outputs folder: shared by all its profiles
+
+
+def feature_cache_of(outputs: Path) -> Path:
+    """The feature cache of an outputs folder, shared by every profile and by papermill run
+    by hand on the same outputs folder."""
+    return Path(outputs) / FEATURE_CACHE
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A run named `name` in the runs folder `folder`, and the files the runner keeps
+    beside it."""
+
+    folder: Path
+    name: str
+
+    @property
+    def final(self) -> Path:
+        return self.folder / self.name
+
+    @property
+    def staging(self) -> Path:      # where it trains; renamed to `final` when it succeeds
+        return self.folder / f".{self.name}.partial"
+
+    @property
+    def failed(self) -> Path:       # the error of its last failed try
+        return self.folder / f"{self.name}.failed"
+
+    @property
+    def failed_run(self) -> Path:   # the staging folder of that try, kept to look at
+        return self.folder / f".{self.name}.failed-run"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / f".{self.name}.lock"
+
+    @property
+    def log(self) -> Path:          # a cluster worker's output for it
+        return self.folder / f".{self.name}.log"
+
+    @property
+    def killed(self) -> Path:       # the marker of the cluster test that kills a worker
+        return self.folder / f".{self.name}.killed"

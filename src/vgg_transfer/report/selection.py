@@ -14,7 +14,7 @@ import pandas as pd
 
 from vgg_transfer.record import RunRecord, is_finished
 from vgg_transfer.spec import regimes
-from vgg_transfer.spec.profiles import point_name
+from vgg_transfer.spec.profiles import grid_run_name
 
 
 def load(runs_dir: str | Path, names: list[str]) -> list[RunRecord]:
@@ -57,7 +57,7 @@ def first_of_each(runs: list[RunRecord]) -> dict[str, RunRecord]:
 def setting(run: RunRecord) -> str:
     """A run's name without its seed: the runs of one setting differ only in the seed."""
     axes = {k: v for k, v in run.metrics.axes.items() if k != "seed"}
-    return point_name(run.experiment, axes)
+    return grid_run_name(run.experiment, axes)
 
 
 def axis_value(run: RunRecord, axis: str):

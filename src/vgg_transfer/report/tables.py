@@ -14,7 +14,7 @@ from vgg_transfer.record import RunRecord
 from vgg_transfer.report.selection import ending, setting
 from vgg_transfer.report.words import accuracy_cell, distinct
 from vgg_transfer.spec import regimes
-from vgg_transfer.spec.profiles import Point
+from vgg_transfer.spec.profiles import GridRun
 
 
 def plain(table: pd.DataFrame, formats: dict | None = None, missing: str | None = None):
@@ -30,7 +30,7 @@ def config_table(values: dict) -> pd.DataFrame:
     return pd.DataFrame({"parameter": list(values), "value": [str(v) for v in values.values()]})
 
 
-def grid_table(points: list[Point]) -> pd.DataFrame:
+def grid_table(points: list[GridRun]) -> pd.DataFrame:
     """One row per point of an experiment's grid: its run name and the values that vary."""
     return pd.DataFrame([{"run": p.name, **p.axes, "reference": p.reference} for p in points])
 

@@ -18,7 +18,7 @@ from vgg_transfer.report.pages import CONTEXT_FILE, Context
 from vgg_transfer.runner import sweep
 from vgg_transfer.runner.papermill import execute, papermill_parameters
 from vgg_transfer.runner.plan import BOOK, NOTEBOOKS, PAGES, STUDY_PAGES, Plan
-from vgg_transfer.runner.profile import PLUMBING
+from vgg_transfer.runner.profile import PAPERMILL_TAGS
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import PROJECT_ROOT
 from vgg_transfer.spec.profiles import book_pages, profile_compare, profile_studies
@@ -28,7 +28,7 @@ def _remove_plumbing(nb) -> None:
     """A page's parameters (folders, names) are plumbing: keep them off the page."""
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
-        if any(tag in tags for tag in PLUMBING) and "remove-cell" not in tags:
+        if any(tag in tags for tag in PAPERMILL_TAGS) and "remove-cell" not in tags:
             cell.metadata["tags"] = [*tags, "remove-cell"]
 
 
@@ -89,11 +89,11 @@ def write_toc(declaration: dict, experiments: list[str], studies: list[str],
 
 
 def finished_runs(plan: Plan) -> dict[str, list[str]]:
-    """Per experiment of the profile, the points with a finished run and no failure since."""
+    """Per experiment of the profile, the grid runs with a finished run and no failure since."""
     folder = plan.runs_dir
-    return {name: [p.name for p in points if is_finished(folder / p.name)
-                   and not (folder / f"{p.name}.failed").is_file()]
-            for name, points in plan.profile_points.items()}
+    return {name: [p.name for p in grid_runs if is_finished(folder / p.name)
+                   and not files.RunFiles(folder, p.name).failed.is_file()]
+            for name, grid_runs in plan.profile_grid_runs.items()}
 
 
 def _experiment_pages(plan: Plan, runs: dict[str, list[str]],
@@ -102,15 +102,15 @@ def _experiment_pages(plan: Plan, runs: dict[str, list[str]],
     experiments with a page and those that finished."""
     folder, notebooks = plan.runs_dir, plan.notebooks_dir
     pages, finished = [], []
-    for name, points in runs.items():
+    for name, grid_runs in runs.items():
         failed, notebook = notebooks / f"{name}.failed", notebooks / f"{name}.ipynb"
         page = results / "experiments" / name
         if failed.is_file():
             _failure_page(files.read_json(failed), page.with_suffix(".md"),
                           notebook if notebook.is_file() else None)
-        elif points and notebook.is_file():
+        elif grid_runs and notebook.is_file():
             _title_experiment(notebook, page.with_suffix(".ipynb"), name,
-                              selection.load(folder, points))
+                              selection.load(folder, grid_runs))
             finished.append(name)
         else:
             continue
@@ -194,10 +194,11 @@ def site_key(plan: Plan) -> str:
     digest = hashlib.sha256(f"{plan.profile}\n{sweep.package_hash()}".encode())
     digest.update(yaml.safe_dump(book_pages(plan.spec)).encode())
     folder, notebooks = plan.runs_dir, plan.notebooks_dir
-    for name, points in plan.profile_points.items():
+    for name, grid_runs in plan.profile_grid_runs.items():
         paths = [notebooks / f"{name}.failed", notebooks / f"{name}.ipynb"]
-        paths += [path for p in points
-                  for path in (folder / p.name / "run_key", folder / f"{p.name}.failed")]
+        paths += [path for p in grid_runs
+                  for path in (folder / p.name / files.RUN_KEY,
+                               files.RunFiles(folder, p.name).failed)]
         for path in paths:
             digest.update(path.read_bytes() if path.is_file() else b"-")
     generated = {"_build", "results", "_toc.yml", "__pycache__"}

@@ -3,14 +3,14 @@
 `--workers N` starts a local cluster of N worker processes (one per GPU, each pinned to its
 own with CUDA_VISIBLE_DEVICES; on a CPU machine N workers sharing the cores); `--scheduler
 ADDRESS` sends the runs to a cluster someone already runs (`dask scheduler` + `dask worker`,
-dask-jobqueue on Slurm, dask-kubernetes). Each task is `sweep.run_point` for one run,
+dask-jobqueue on Slurm, dask-kubernetes). Each task is `sweep.run_one` for one run,
 writing into the runs folder, which every worker must see at the same path: the run cache,
 staging, resume from a checkpoint and the failure records are the sequential runner's own.
 The worker runs each run in a child process of its own (see `run_task`). A worker that dies
 mid-run is restarted by its nanny and the scheduler hands the run out again; it resumes from
 its last checkpoint.
 
-The runner calls `run_points` before its notebook pass, so every run is current (or failed)
+The runner calls `run_on_cluster` before its notebook pass, so every run is current (or failed)
 by the time each experiment's notebook executes, and the notebooks only draw their pages.
 """
 
@@ -35,7 +35,7 @@ from vgg_transfer.run import backend
 from vgg_transfer.runner import search, sweep
 from vgg_transfer.runner.sweep import Outcome
 from vgg_transfer.spec.config import ConfigError
-from vgg_transfer.spec.profiles import Point
+from vgg_transfer.spec.profiles import GridRun
 
 # Dask's nanny sets these to 1 in every worker it starts; the local cluster leaves them as
 # they are here, so that a run's NumPy and oneDNN get the threads a sequential run gets.
@@ -50,11 +50,6 @@ TEST_KILL = "VGG_TRANSFER_TEST_KILL"
 # runs whatever functions a connected client sends, so nothing else may reach it.
 LOOPBACK = "127.0.0.1"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
-
-
-def run_key(point: Point) -> str:
-    """The key of a point's run, exactly as the sequential runner computes it."""
-    return sweep.run_key(point.cfg, sweep.code_hash())
 
 
 # ---------------------------------------------------------------- the cluster
@@ -192,8 +187,9 @@ def _worker_view(runs_dir: str) -> tuple[str, bool]:
 
 # ---------------------------------------------------------------- the tasks
 
-def run_task(point: Point, runs_dir: str, key: str, force: bool) -> tuple[Outcome, str]:
-    """One run, from a worker: `sweep.run_point` in a child process of the worker, its
+def run_task(grid_run: GridRun, runs_dir: str, key: str, force: bool,
+             feature_cache: str | None = None) -> tuple[Outcome, str]:
+    """One run, from a worker: `sweep.run_one` in a child process of the worker, its
     output in `.<run>.log` beside the run folder. Returns its outcome and the worker's name.
 
     A child process per run, because the worker's own threads draw from Python's global
@@ -207,33 +203,36 @@ def run_task(point: Point, runs_dir: str, key: str, force: bool) -> tuple[Outcom
 
     worker = str(get_worker().name)
     folder = Path(runs_dir)
-    if not force and sweep.is_current(folder / point.name, key):
-        return Outcome(point.name, "cached", 0.0), worker
-    _arm_test_kill(point, folder)
+    where = files.RunFiles(folder, grid_run.name)
+    if not force and sweep.is_current(where.final, key):
+        return Outcome(grid_run.name, "cached", 0.0), worker
+    _arm_test_kill(grid_run, folder)
     start = time.perf_counter()
-    with open(folder / f".{point.name}.log", "ab") as log:
+    with open(where.log, "ab") as log:
         child = subprocess.run(
             [sys.executable, "-m", "vgg_transfer.runner.cluster", str(os.getpid())],
-            input=pickle.dumps((point, str(folder), key, force)), stdout=log,
+            input=pickle.dumps((grid_run, str(folder), key, force, feature_cache)), stdout=log,
             stderr=subprocess.STDOUT, check=False,
-            env={**os.environ, backend.ENV: point.cfg.backend})  # Keras reads it at import
+            env={**os.environ, backend.ENV: grid_run.cfg.backend})  # Keras reads it at import
     seconds = time.perf_counter() - start
-    failed = folder / f"{point.name}.failed"
-    if child.returncode == 0 and sweep.is_current(folder / point.name, key):
-        return Outcome(point.name, "ok", seconds), worker
+    failed = where.failed
+    if child.returncode == 0 and sweep.is_current(where.final, key):
+        return Outcome(grid_run.name, "ok", seconds), worker
     if child.returncode == 1 and failed.is_file():
-        return Outcome(point.name, "failed", seconds, files.read_json(failed)["error"]), \
+        return Outcome(grid_run.name, "failed", seconds, files.read_json(failed)["error"]), \
             worker
-    return _lost(point, folder, RuntimeError(
+    return _lost(grid_run, folder, RuntimeError(
         f"the run's process ended with exit status {child.returncode}; see "
-        f"{folder / f'.{point.name}.log'}")), worker
+        f"{where.log}")), worker
 
 
 def _child(parent: int) -> int:
     """`python -m vgg_transfer.runner.cluster PARENT`: the run pickled on stdin, in this process."""
     _die_with(parent)
-    point, folder, key, force = pickle.load(sys.stdin.buffer)
-    return 1 if sweep.run_point(point, Path(folder), key, force).status == "failed" else 0
+    grid_run, folder, key, force, cache = pickle.load(sys.stdin.buffer)
+    cache = Path(cache) if cache else None
+    return 1 if sweep.run_one(grid_run, Path(folder), key, force, cache).status == "failed" \
+        else 0
 
 
 def _die_with(parent: int) -> None:
@@ -253,12 +252,12 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _arm_test_kill(point: Point, folder: Path) -> None:
+def _arm_test_kill(grid_run: GridRun, folder: Path) -> None:
     """See TEST_KILL: watch for the run's first checkpoint, then kill this worker."""
-    marker = folder / f".{point.name}.killed"
-    if os.environ.get(TEST_KILL) != point.name or marker.exists():
+    marker = files.RunFiles(folder, grid_run.name).killed
+    if os.environ.get(TEST_KILL) != grid_run.name or marker.exists():
         return
-    checkpoint = folder / f".{point.name}.partial" / "checkpoint.npz"
+    checkpoint = files.RunFiles(folder, grid_run.name).staging / files.CHECKPOINT
 
     def watch():
         while not checkpoint.is_file():
@@ -269,19 +268,20 @@ def _arm_test_kill(point: Point, folder: Path) -> None:
     threading.Thread(target=watch, name=TEST_KILL, daemon=True).start()
 
 
-def _lost(point: Point, runs_dir: Path, err: BaseException) -> Outcome:
+def _lost(grid_run: GridRun, runs_dir: Path, err: BaseException) -> Outcome:
     """A task that ended without an outcome (its workers kept dying): recorded as a failed
-    run, as `sweep.run_point` records one."""
+    run, as `sweep.run_one` records one."""
     message = sweep.one_line(err) or type(err).__name__
-    files.write_json(runs_dir / f"{point.name}.failed", {
-        "name": point.name, "error": message, "traceback": "".join(
+    files.write_json(files.RunFiles(runs_dir, grid_run.name).failed, {
+        "name": grid_run.name, "error": message, "traceback": "".join(
             traceback.format_exception(type(err), err, err.__traceback__))[-4000:]})
-    return Outcome(point.name, "failed", 0.0, message)
+    return Outcome(grid_run.name, "failed", 0.0, message)
 
 
-def run_points(points: list[Point], runs_dir: Path, force: bool = False, *,
-               workers: int | None = None, scheduler: str | None = None) -> dict[str, Outcome]:
-    """Run every pending point (every point with `force`) as one Dask task each.
+def run_on_cluster(grid_runs: list[GridRun], runs_dir: Path, force: bool = False, *,
+                   workers: int | None = None, scheduler: str | None = None,
+                   feature_cache: Path | None = None) -> dict[str, Outcome]:
+    """Run every pending grid run (every grid run with `force`) as one Dask task each.
 
     A failing run does not stop the others. Prints one line per finished run. Returns the
     outcome of each run sent to the cluster, by run name (empty when every run was current).
@@ -291,17 +291,19 @@ def run_points(points: list[Point], runs_dir: Path, force: bool = False, *,
     runs_dir = Path(runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     outcomes: dict[str, Outcome] = {}
-    for wave in search.with_candidates(points):  # the searches' runs first: points read them
+    for wave in search.with_candidates(grid_runs):  # the searches' runs first: grid runs read them
         todo = list(wave) if force else sweep.pending(wave, runs_dir)
         if todo:
-            outcomes.update(_run_wave(todo, len(wave), runs_dir, force, workers, scheduler))
+            outcomes.update(_run_wave(todo, len(wave), runs_dir, force, workers, scheduler,
+                                      feature_cache))
     if not outcomes:
         print("cluster: every run is current; nothing to send", flush=True)
     return outcomes
 
 
-def _run_wave(todo: list[Point], total: int, runs_dir: Path, force: bool,
-              workers: int | None, scheduler: str | None) -> dict[str, Outcome]:
+def _run_wave(todo: list[GridRun], total: int, runs_dir: Path, force: bool,
+              workers: int | None, scheduler: str | None,
+              feature_cache: Path | None) -> dict[str, Outcome]:
     """Send runs that do not depend on each other to the cluster, and wait for them all."""
     from distributed import as_completed
 
@@ -312,18 +314,21 @@ def _run_wave(todo: list[Point], total: int, runs_dir: Path, force: bool,
         print(f"cluster: {len(todo)} of {total} run(s) to do on {size} worker(s) "
               f"({scheduler or 'local'}){board}", flush=True)
         batch = uuid.uuid4().hex[:8]
-        futures = {client.submit(run_task, p, str(runs_dir), run_key(p), force, pure=False,
-                                 key=f"run-{p.name}-{batch}"): p for p in todo}
+        code = sweep.code_hash()
+        cache = str(feature_cache) if feature_cache else None
+        futures = {client.submit(run_task, p, str(runs_dir), sweep.run_key(p.cfg, code), force,
+                                 cache, pure=False, key=f"run-{p.name}-{batch}"): p
+                   for p in todo}
         outcomes: dict[str, Outcome] = {}
         for future in as_completed(futures):
-            point = futures[future]
+            grid_run = futures[future]
             try:
                 outcome, where = future.result()
             except Exception as err:  # the task itself failed: a worker died once too often
-                outcome, where = _lost(point, runs_dir, err), "no worker"
-            outcomes[point.name] = outcome
+                outcome, where = _lost(grid_run, runs_dir, err), "no worker"
+            outcomes[grid_run.name] = outcome
             error = f": {outcome.error}" if outcome.error else ""
-            print(f"[{len(outcomes)}/{len(todo)}] {point.name} {outcome.status}{error} on "
+            print(f"[{len(outcomes)}/{len(todo)}] {grid_run.name} {outcome.status}{error} on "
                   f"{where} in {outcome.seconds:.0f} s; {len(todo) - len(outcomes)} left, "
                   f"{(time.perf_counter() - start) / 60:.1f} min elapsed", flush=True)
     failed = sum(o.status == "failed" for o in outcomes.values())

@@ -3,7 +3,7 @@ file locks (`flock`), released by the kernel when their process ends, however it
 
 A command holds `<outputs>/<profile>/.lock` from before it writes anything until it ends; a
 second command on the same folder and profile refuses at once, naming the first one's process
-id and command line. `sweep.run_point` holds `<runs>/.<run>.lock` while it trains, stages and
+id and command line. `sweep.run_one` holds `<runs>/.<run>.lock` while it trains, stages and
 moves one run, so two workers, or a runner and a papermill run by hand, never write one run
 folder at the same time.
 """
@@ -19,6 +19,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from vgg_transfer import files
 
 
 class Busy(RuntimeError):
@@ -90,4 +92,4 @@ def command_lock(outputs: Path, profile: str):
 
 def run_lock(runs_dir: Path, name: str):
     """The lock of one run folder while a process trains and writes it."""
-    return held(Path(runs_dir) / f".{name}.lock", f"run {name} in {runs_dir}")
+    return held(files.RunFiles(Path(runs_dir), name).lock, f"run {name} in {runs_dir}")

@@ -1,9 +1,9 @@
-"""A command's plan, resolved once: the profile, its points, where outputs and the book go,
+"""A command's plan, resolved once: the profile, its grid runs, where outputs and the book go,
 and the kernel that runs the notebooks.
 
-`make_plan` parses the experiments file once and resolves every point before anything runs;
+`make_plan` parses the experiments file once and resolves every grid run before anything runs;
 everything after it (the runs, each experiment's kernel, the pages, the site's key) reads the
-plan. An experiment's kernel gets its points as a file (`write_points`), as the pages get
+plan. An experiment's kernel gets its grid runs as a file (`write_grid`), as the pages get
 their context, so it neither reads the experiments file nor resolves anything again.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vgg_transfer import files
 from vgg_transfer.spec.config import PROJECT_ROOT, ConfigError, load_experiments, make_config
-from vgg_transfer.spec.profiles import Point, profile_names, resolve_profile
+from vgg_transfer.spec.profiles import GridRun, profile_names, resolve_profile
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"  # experiment.ipynb, the template of every experiment
 PAGES = NOTEBOOKS / "pages"            # the book's notebook pages, one template each
@@ -30,9 +30,9 @@ class Plan:
 
     profile: str
     spec: dict                      # the experiments file, as parsed (once)
-    points: tuple[Point, ...]       # what this command runs: overrides and --only applied
+    grid_runs: tuple[GridRun, ...]       # what this command runs: overrides and --only applied
     overrides: dict                 # --set values (they fix the grid axes they name)
-    outputs: Path = OUTPUTS         # <outputs>/<profile>/{runs,notebooks,points}
+    outputs: Path = OUTPUTS         # <outputs>/<profile>/{runs,notebooks,grid}
     book: Path = BOOK
     kernel: str | None = None       # the Jupyter kernel of every notebook (None: the template's)
 
@@ -46,51 +46,56 @@ class Plan:
         return Path(self.outputs) / self.profile / "notebooks"
 
     @property
-    def points_dir(self) -> Path:
-        """Where each experiment's kernel finds its resolved points."""
-        return Path(self.outputs) / self.profile / "points"
+    def feature_cache(self) -> Path:
+        """The frozen blocks' outputs, shared by every profile of the outputs folder."""
+        return files.feature_cache_of(self.outputs)
 
-    def experiments(self) -> dict[str, list[Point]]:
-        """This command's points by experiment, in the profile's order."""
-        return by_experiment(self.points)
+    @property
+    def grid_dir(self) -> Path:
+        """Where each experiment's kernel finds its resolved grid runs."""
+        return Path(self.outputs) / self.profile / "grid"
+
+    def experiments(self) -> dict[str, list[GridRun]]:
+        """This command's grid runs by experiment, in the profile's order."""
+        return by_experiment(self.grid_runs)
 
     @functools.cached_property
-    def profile_points(self) -> dict[str, list[Point]]:
-        """Every point of the profile as the pages list it (no overrides, no --only)."""
+    def profile_grid_runs(self) -> dict[str, list[GridRun]]:
+        """Every grid run of the profile as the pages list it (no overrides, no --only)."""
         return by_experiment(resolve_profile(self.spec, self.profile))
 
 
 def make_plan(profile: str, overrides: dict | None = None, only: list[str] | None = None,
               experiments_file: str | Path | None = None, outputs: Path | None = None,
               book: Path | None = None, kernel: str | None = None) -> Plan:
-    """Parse the experiments file and resolve every point of the profile, once."""
+    """Parse the experiments file and resolve every grid run of the profile, once."""
     spec = load_experiments(experiments_file)
     names = profile_names(spec)
     if profile not in names:
         raise ConfigError(f"profile: unknown profile {profile!r} (allowed: {', '.join(names)})")
     overrides = dict(overrides or {})
-    points = tuple(resolve_profile(spec, profile, overrides, only))
-    return Plan(profile, spec, points, overrides, Path(outputs or OUTPUTS), Path(book or BOOK),
+    grid_runs = tuple(resolve_profile(spec, profile, overrides, only))
+    return Plan(profile, spec, grid_runs, overrides, Path(outputs or OUTPUTS), Path(book or BOOK),
                 kernel)
 
 
-def by_experiment(points) -> dict[str, list[Point]]:
-    grouped: dict[str, list[Point]] = {}
-    for point in points:
-        grouped.setdefault(point.experiment, []).append(point)
+def by_experiment(grid_runs) -> dict[str, list[GridRun]]:
+    grouped: dict[str, list[GridRun]] = {}
+    for grid_run in grid_runs:
+        grouped.setdefault(grid_run.experiment, []).append(grid_run)
     return grouped
 
 
-def write_points(points: list[Point], path: Path) -> Path:
-    """The resolved points of one experiment, for its kernel (`read_points`)."""
+def write_grid(grid_runs: list[GridRun], path: Path) -> Path:
+    """The resolved grid runs of one experiment, for its kernel (`read_grid`)."""
     files.write_json(path, [{"config": p.cfg.model_dump(), "experiment": p.experiment,
-                             "axes": p.axes, "reference": p.reference} for p in points])
+                             "axes": p.axes, "reference": p.reference} for p in grid_runs])
     return Path(path)
 
 
-def read_points(path: str | Path) -> list[Point]:
-    """The points `write_points` wrote, each config validated again."""
-    return [Point(make_config(entry["config"], where=f"{Path(path).name}, point "
+def read_grid(path: str | Path) -> list[GridRun]:
+    """The grid runs `write_grid` wrote, each config validated again."""
+    return [GridRun(make_config(entry["config"], where=f"{Path(path).name}, grid_run "
                                                       f"{entry['config'].get('name')}"),
                   entry["experiment"], entry["axes"], entry["reference"])
             for entry in files.read_json(path)]

@@ -1,11 +1,11 @@
-"""The runs of an experiment: one per point of its grid, each cached, staged and isolated.
+"""The runs of an experiment: one per grid run of its grid, each cached, staged and isolated.
 
 A run is skipped when its key (resolved config, data and weights hashes, the run record's
 schema version, the regime's training fields, the code under run/) matches the finished run
 on disk. Otherwise it runs in a staging folder that replaces the run folder only when the run
 succeeds, so a failure never destroys a good result; a run killed mid-training resumes from
 its last checkpoint. The experiment template notebook calls `run_in_notebook`, which runs
-every point of one experiment in one process.
+every grid run of one experiment in one process.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from vgg_transfer.run.fingerprint import code_hash
 from vgg_transfer.runner import lock, search
 from vgg_transfer.spec import regimes
 from vgg_transfer.spec.config import PROJECT_ROOT, WEIGHT_NAMES, ExperimentConfig, load_experiments
-from vgg_transfer.spec.profiles import Point, resolve_points
+from vgg_transfer.spec.profiles import GridRun, resolve_grid
 
 
 @dataclass
@@ -103,8 +103,8 @@ def run_key(cfg: ExperimentConfig, code: str) -> str:
 
 
 def is_current(run: Path, key: str) -> bool:
-    return ((run / "metrics.json").is_file() and (run / "run_key").is_file()
-            and (run / "run_key").read_text().strip() == key)
+    return ((run / "metrics.json").is_file() and (run / files.RUN_KEY).is_file()
+            and (run / files.RUN_KEY).read_text().strip() == key)
 
 
 def replace_dir(staging: Path, final: Path) -> None:
@@ -134,87 +134,94 @@ def one_line(err: BaseException) -> str:
     return (found[-1] if found else lines[-1] if lines else type(err).__name__)[:300]
 
 
-def pending(points: list[Point], runs_dir: Path, code: str | None = None) -> list[Point]:
-    """The points without a finished run that matches their key."""
+def pending(grid_runs: list[GridRun], runs_dir: Path, code: str | None = None) -> list[GridRun]:
+    """The grid runs without a finished run that matches their key."""
     code = code or code_hash()
-    return [p for p in points if not is_current(Path(runs_dir) / p.name, run_key(p.cfg, code))]
+    return [p for p in grid_runs if not is_current(Path(runs_dir) / p.name, run_key(p.cfg, code))]
 
 
-def run_point(point: Point, runs_dir: Path, key: str, force: bool = False) -> Outcome:
-    """Run one point into its staging folder and move it into place when it succeeds; the
-    run folder is locked while this process writes it (`runner.lock`)."""
+def run_one(grid_run: GridRun, runs_dir: Path, key: str, force: bool = False,
+            feature_cache: Path | None = None) -> Outcome:
+    """Run one grid run into its staging folder and move it into place when it succeeds; the
+    run folder is locked while this process writes it (`runner.lock`). `feature_cache`: the
+    folder of frozen blocks' outputs its runs share (None: computed, not kept)."""
     folder = Path(runs_dir)
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with lock.run_lock(folder, point.name):
-            return _run_point(point, folder, key, force)
+        with lock.run_lock(folder, grid_run.name):
+            return _run_one(grid_run, files.RunFiles(folder, grid_run.name), key, force,
+                            feature_cache)
     except lock.Busy as err:
-        print(f"{point.name}: not run: {err}", flush=True)
-        return Outcome(point.name, "failed", 0.0, str(err))
+        print(f"{grid_run.name}: not run: {err}", flush=True)
+        return Outcome(grid_run.name, "failed", 0.0, str(err))
 
 
-def _run_point(point: Point, folder: Path, key: str, force: bool) -> Outcome:
+def _run_one(grid_run: GridRun, where: files.RunFiles, key: str, force: bool,
+             feature_cache: Path | None) -> Outcome:
     from vgg_transfer.run.pipeline import run
 
-    final, staging = folder / point.name, folder / f".{point.name}.partial"
+    folder, final, staging = where.folder, where.final, where.staging
     if not force and is_current(final, key):
-        print(f"{point.name}: unchanged since its last run, reusing {final}", flush=True)
-        return Outcome(point.name, "cached", 0.0)
+        print(f"{grid_run.name}: unchanged since its last run, reusing {final}", flush=True)
+        return Outcome(grid_run.name, "cached", 0.0)
     try:
-        cfg, chosen = search.choose(point, folder)
+        cfg, chosen = search.choose(grid_run, folder)
     except search.SearchFailed as err:
-        print(f"{point.name}: FAILED — {err}", flush=True)
-        return Outcome(point.name, "failed", 0.0, str(err))
-    resumable = (not force and (staging / "checkpoint.npz").is_file()
-                 and (staging / "run_key").is_file()
-                 and (staging / "run_key").read_text().strip() == key)
+        print(f"{grid_run.name}: FAILED — {err}", flush=True)
+        return Outcome(grid_run.name, "failed", 0.0, str(err))
+    resumable = (not force and (staging / files.CHECKPOINT).is_file()
+                 and (staging / files.RUN_KEY).is_file()
+                 and (staging / files.RUN_KEY).read_text().strip() == key)
     if resumable:
-        print(f"{point.name}: an interrupted run left a checkpoint; resuming it", flush=True)
+        print(f"{grid_run.name}: an interrupted run left a checkpoint; resuming it", flush=True)
     else:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        (staging / "run_key").write_text(key + "\n")
+        (staging / files.RUN_KEY).write_text(key + "\n")
     start = time.perf_counter()
     try:
-        run(cfg, staging, point.experiment, point.axes, point.reference, chosen)
+        run(cfg, staging, grid_run.experiment, grid_run.axes, grid_run.reference, chosen,
+            feature_cache)
         replace_dir(staging, final)
-        (folder / f"{point.name}.failed").unlink(missing_ok=True)
-        return Outcome(point.name, "ok", time.perf_counter() - start)
+        where.failed.unlink(missing_ok=True)
+        return Outcome(grid_run.name, "ok", time.perf_counter() - start)
     except Exception as err:  # the earlier run folder, if any, is untouched
         message = one_line(err)
-        print(f"{point.name}: FAILED — {message}", flush=True)
-        _record_failure(point, folder, staging, message)
-        return Outcome(point.name, "failed", time.perf_counter() - start, message)
+        print(f"{grid_run.name}: FAILED — {message}", flush=True)
+        _record_failure(where, message)
+        return Outcome(grid_run.name, "failed", time.perf_counter() - start, message)
 
 
-def _record_failure(point: Point, folder: Path, staging: Path, message: str) -> None:
+def _record_failure(where: files.RunFiles, message: str) -> None:
     """Keep the failed staging folder and a `.failed` record beside the runs; on a full disk
     the record may not fit, and then the log line is all there is."""
-    failed = folder / f".{point.name}.failed-run"
+    failed = where.failed_run
     try:
         shutil.rmtree(failed, ignore_errors=True)
-        staging.rename(failed)
-        files.write_json(folder / f"{point.name}.failed", {
-            "name": point.name, "error": message, "staging": str(failed),
+        where.staging.rename(failed)
+        files.write_json(where.failed, {
+            "name": where.name, "error": message, "staging": str(failed),
             "traceback": traceback.format_exc()[-4000:]})
     except OSError as err:
-        print(f"{point.name}: its failure could not be recorded ({err})", flush=True)
+        print(f"{where.name}: its failure could not be recorded ({err})", flush=True)
 
 
-def run_points(points: list[Point], runs_dir: Path, force: bool = False) -> list[Outcome]:
-    """Run (or reuse) every point in order, after the runs of their learning-rate searches
+def run_in_order(grid_runs: list[GridRun], runs_dir: Path, force: bool = False,
+                 feature_cache: Path | None = None) -> list[Outcome]:
+    """Run (or reuse) every grid run in order, after the runs of their learning-rate searches
     (`runner.search`); a failing one does not stop the others."""
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
     code = code_hash()
-    searched, points = search.with_candidates(points)
-    points = [*searched, *points]
+    searched, grid_runs = search.with_candidates(grid_runs)
+    grid_runs = [*searched, *grid_runs]
     outcomes, start = [], time.perf_counter()
-    for i, point in enumerate(points, 1):
-        if len(points) > 1:
-            print(f"--- run {i}/{len(points)}: {point.name} "
+    for i, grid_run in enumerate(grid_runs, 1):
+        if len(grid_runs) > 1:
+            print(f"--- run {i}/{len(grid_runs)}: {grid_run.name} "
                   f"({(time.perf_counter() - start) / 60:.1f} min into this experiment) ---",
                   flush=True)
-        outcomes.append(run_point(point, runs_dir, run_key(point.cfg, code), force))
+        outcomes.append(run_one(grid_run, runs_dir, run_key(grid_run.cfg, code), force,
+                                feature_cache))
     return outcomes
 
 
@@ -224,17 +231,19 @@ MANUAL = PROJECT_ROOT / "outputs" / "manual"
 
 
 # The template's own parameters; every other parameter is a field of ExperimentConfig.
-PLUMBING_PARAMETERS = {
+RUNNER_PARAMETERS = {
     "experiment": ("None", "an entry of experiments.yaml (default: the name of the regime)"),
     "profile": ('"quick"', "a profile of experiments.yaml"),
-    "run_dir": ("None", "one run, straight into this folder (the grid must give one point)"),
+    "run_dir": ("None", "one run, straight into this folder (the grid must give one grid run)"),
     "runs_dir": ("None", "every run of the grid, a folder each (default: outputs/manual)"),
     "experiments_file": ("None", "default: experiments.yaml of the project"),
     "force": ("False", "re-run runs that are unchanged since their last run"),
     "overrides": ("{}", "config values as a mapping"),
-    "points_file": ("None", "the runner's resolved points (then the values below are unused)"),
+    "grid_file": ("None", "the runner's resolved grid runs (then the values below are unused)"),
+    "feature_cache": ("None", "the frozen blocks' outputs, shared (default: outputs/"
+                      f"{files.FEATURE_CACHE})"),
 }
-# The config's fields as the template's parameters (a run's name comes from its grid point).
+# The config's fields as the template's parameters (a run's name comes from its grid run).
 CONFIG_PARAMETERS = tuple(name for name in ExperimentConfig.model_fields if name != "name")
 
 
@@ -257,10 +266,10 @@ def template_parameters() -> str:
     """The template's parameters cell: its own parameters, then every config field but the
     run's name (a test checks the template against it)."""
     lines = ["# Parameters. A config value left as None comes from experiments.yaml (defaults,",
-             "# environment, experiment entry, profile, grid point); one set here wins and fixes",
+             "# environment, experiment entry, profile, grid run); one set here wins and fixes",
              "# that grid axis. Generated from ExperimentConfig by",
              "# vgg_transfer.runner.sweep.template_parameters()."]
-    lines += [f"{name} = {value}  # {hint}" for name, (value, hint) in PLUMBING_PARAMETERS.items()]
+    lines += [f"{name} = {value}  # {hint}" for name, (value, hint) in RUNNER_PARAMETERS.items()]
     fields = ExperimentConfig.model_fields
     hints = {"regime": " | ".join(regimes.REGISTRY),
              "weights": " | ".join(WEIGHT_NAMES) + " | a .weights.h5 file"}
@@ -275,21 +284,21 @@ def given_parameters(namespace: dict) -> dict:
             if namespace.get(name) is not None}
 
 
-def template_points(namespace: dict) -> list[Point]:
-    """The points the template runs: the runner's resolved points when it gives a file,
+def template_runs(namespace: dict) -> list[GridRun]:
+    """The grid runs the template runs: the runner's resolved grid runs when it gives a file,
     otherwise resolved from the template's parameters (papermill by hand)."""
-    if namespace.get("points_file"):
-        from vgg_transfer.runner.plan import read_points
+    if namespace.get("grid_file"):
+        from vgg_transfer.runner.plan import read_grid
 
-        return read_points(namespace["points_file"])
-    return notebook_points(namespace.get("experiment"), namespace.get("profile") or "quick",
+        return read_grid(namespace["grid_file"])
+    return notebook_runs(namespace.get("experiment"), namespace.get("profile") or "quick",
                            namespace.get("experiments_file"),
                            {**(namespace.get("overrides") or {}), **given_parameters(namespace)})
 
 
-def notebook_points(experiment: str | None, profile: str, experiments_file: str | None,
-                    overrides: dict) -> list[Point]:
-    """The points the template notebook runs, from its papermill parameters.
+def notebook_runs(experiment: str | None, profile: str, experiments_file: str | None,
+                    overrides: dict) -> list[GridRun]:
+    """The grid runs the template notebook runs, from its papermill parameters.
 
     The experiment name defaults to the regime's, so `-p regime finetune` alone works; a
     name that is not in the experiments file starts from the defaults (give it a regime).
@@ -297,36 +306,42 @@ def notebook_points(experiment: str | None, profile: str, experiments_file: str 
     name = experiment or overrides.get("regime") or "frozen"
     spec = load_experiments(experiments_file)
     spec.setdefault("experiments", {}).setdefault(name, {})
-    return resolve_points(spec, name, profile, overrides)
+    return resolve_grid(spec, name, profile, overrides)
 
 
-def run_in_notebook(points: list[Point], profile: str, run_dir: str | None = None,
-                    runs_dir: str | None = None, force: bool = False) -> list[Path]:
-    """Run the template's points and return their run folders.
+def run_in_notebook(grid_runs: list[GridRun], profile: str, run_dir: str | None = None,
+                    runs_dir: str | None = None, force: bool = False,
+                    feature_cache: str | None = None) -> list[Path]:
+    """Run the template's grid runs and return their run folders.
 
-    With `run_dir` the experiment must resolve to one point (fix grid axes with parameters,
-    e.g. `-p seed 0`), which runs straight into that folder; otherwise every point runs,
-    cached and staged, under `runs_dir` (default outputs/manual/<profile>/runs).
+    With `run_dir` the experiment must resolve to one grid run (fix grid axes with parameters,
+    e.g. `-p seed 0`), which runs straight into that folder; otherwise every grid run runs,
+    cached and staged, under `runs_dir` (default outputs/manual/<profile>/runs). Both read
+    and fill `feature_cache`, by default the default outputs folder's, as the runner's runs.
     """
     from vgg_transfer.run.pipeline import run
 
+    cache = Path(feature_cache) if feature_cache else files.feature_cache_of(MANUAL.parent)
+
     if run_dir is not None:
-        if len(points) != 1:
+        if len(grid_runs) != 1:
             raise ValueError(
-                f"run_dir: experiment {points[0].experiment!r} has {len(points)} runs under "
+                f"run_dir: experiment {grid_runs[0].experiment!r} has {len(grid_runs)} runs under "
                 f"profile {profile}; give runs_dir (a folder for all of them) or fix the grid "
-                f"with parameters ({', '.join(points[0].axes)})")
-        point = points[0]
-        searched, _ = search.with_candidates(points)  # beside the run, cached like any run
-        if any(o.status == "failed" for o in run_points(searched, Path(run_dir).parent, force)):
-            raise RunsFailed(f"{point.name}: a run of its learning-rate search failed")
-        cfg, chosen = search.choose(point, Path(run_dir).parent)
-        run(cfg, run_dir, point.experiment, point.axes, point.reference, chosen)
+                f"with parameters ({', '.join(grid_runs[0].axes)})")
+        grid_run = grid_runs[0]
+        searched, _ = search.with_candidates(grid_runs)  # beside the run, cached like any run
+        if any(o.status == "failed"
+               for o in run_in_order(searched, Path(run_dir).parent, force, cache)):
+            raise RunsFailed(f"{grid_run.name}: a run of its learning-rate search failed")
+        cfg, chosen = search.choose(grid_run, Path(run_dir).parent)
+        run(cfg, run_dir, grid_run.experiment, grid_run.axes, grid_run.reference, chosen,
+            cache)
         return [Path(run_dir)]
     folder = Path(runs_dir) if runs_dir else MANUAL / profile / "runs"
-    outcomes = run_points(points, folder, force)
+    outcomes = run_in_order(grid_runs, folder, force, cache)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise RunsFailed(f"{len(failed)} of {len(outcomes)} runs failed: "
                          + "; ".join(f"{o.name}: {o.error}" for o in failed))
-    return [folder / p.name for p in points]
+    return [folder / p.name for p in grid_runs]

@@ -4,10 +4,10 @@ Every parameter reaches training through `ExperimentConfig`, whether it came fro
 file, the command line, an environment variable or a papermill parameter. Layers merge as
 
     defaults < environment (CIFAR10_DIR, WEIGHTS, KERAS_BACKEND) < experiment entry < profile.set
-             < profile.experiments[name] < grid point < overrides
+             < profile.experiments[name] < grid run < overrides
 
 An experiment may declare a `grid` (in its entry, in the profile, or for all of a profile's
-experiments): every combination of the grid's values is one run, a `Point`. The result is
+experiments): every combination of the grid's values is one run, a `GridRun`. The result is
 validated before anything trains: unknown keys, wrong types and impossible
 values stop with one line that names the key.
 """
@@ -99,7 +99,7 @@ class ExperimentConfig(BaseModel):
     # float32 gives the same numbers on every machine; mixed_float16 is for GPUs only.
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"  # not auto:
     # `_resolve_precision` has replaced auto (or a missing value) before this is read
-    save_model: Optional[bool] = None  # write model.keras; None: yes, except for grid points
+    save_model: Optional[bool] = None  # write model.keras; None: yes, except for grid runs
     # Early stopping for every phase without a rule of its own: stop once `monitor` on the
     # validation split has not improved for this many epochs, then restore the best epoch's
     # weights. None: every phase runs its whole budget.
@@ -111,7 +111,7 @@ class ExperimentConfig(BaseModel):
     flops_budget: Optional[float] = Field(None, gt=0)
     # Smaller budgets at which the run also scores the test set as it trains: each score is
     # the one the run with that budget ends with (the same seed and data order; see
-    # vgg_transfer.run.epochs.Points), so one run draws a line of the frontier. The scores
+    # vgg_transfer.run.points.BudgetPoints), so one run draws a line of the frontier. The scores
     # only report: nothing is chosen on them. A single-phase regime with a flops_budget only.
     budget_points: Optional[list[float]] = None
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"

@@ -3,10 +3,10 @@
 Layers merge as
 
     defaults < environment (CIFAR10_DIR, WEIGHTS, KERAS_BACKEND) < experiment entry < profile.set
-             < profile.experiments[name] < grid point < overrides
+             < profile.experiments[name] < grid run < overrides
 
 An experiment may declare a `grid` (in its entry, in the profile, or for all of a profile's
-experiments): every combination of the grid's values is one run, a `Point`, validated as an
+experiments): every combination of the grid's values is one run, a `GridRun`, validated as an
 `ExperimentConfig` before anything trains.
 """
 
@@ -105,12 +105,12 @@ def resolve(spec: dict, name: str, profile: str, overrides: dict | None = None,
 
 
 @dataclass
-class Point:
+class GridRun:
     """One run of an experiment: its resolved config and its place in the experiment's grid."""
 
     cfg: ExperimentConfig
     experiment: str                  # the entry of the experiments file
-    axes: dict = field(default_factory=dict)  # the grid values that made this point
+    axes: dict = field(default_factory=dict)  # the grid values that made this grid run
     reference: bool = True           # every axis but seed at the experiment's own value
 
     @property
@@ -140,7 +140,7 @@ def _label(key: str, value) -> str:
     return f"{AXIS_LABELS.get(key, key)}{value}"
 
 
-def point_name(experiment: str, axes: dict) -> str:
+def grid_run_name(experiment: str, axes: dict) -> str:
     """`frozen` + {train_size: 500, seed: 0} -> `frozen-n500-s0`."""
     return "-".join([experiment, *(_label(k, v) for k, v in axes.items())])
 
@@ -167,39 +167,39 @@ def _grid_options(grid: dict, overrides: dict, where: str) -> list[list[dict]]:
     return axes
 
 
-def resolve_points(spec: dict, name: str, profile: str, overrides: dict | None = None,
-                   env: dict | None = None) -> list[Point]:
+def resolve_grid(spec: dict, name: str, profile: str, overrides: dict | None = None,
+                   env: dict | None = None) -> list[GridRun]:
     """Every run of one experiment: the product of its grid's axes, each validated.
 
     Layers merge as defaults < environment < experiment entry < profile.set
-    < profile.experiments[name] < grid point < overrides; an override of a grid key fixes it
-    (`--set seed=0` runs one seed). A point's name is the experiment's plus its grid labels
+    < profile.experiments[name] < grid run < overrides; an override of a grid key fixes it
+    (`--set seed=0` runs one seed). A grid run's name is the experiment's plus its grid labels
     (`frozen-n500-s0`); without a grid it is the experiment's name.
     """
     overrides = overrides or {}
     values, grid = _layers(spec, name, profile, env)
     where = f"experiment {name!r} (profile {profile})"
     base = make_config({**values, **overrides, "name": name}, where=where)
-    points = []
+    grid_runs = []
     for combo in itertools.product(*_grid_options(grid, overrides, where)):
         axes = {k: v for option in combo for k, v in option.items()}
-        label = point_name(name, axes)
+        label = grid_run_name(name, axes)
         saving = {} if values.get("save_model") is not None or "save_model" in overrides \
-            else {"save_model": not axes}  # a grid's points do not keep their models
+            else {"save_model": not axes}  # a grid's runs do not keep their models
         cfg = make_config({**values, **axes, **saving, **overrides, "name": label},
-                          where=f"{where}, point {label}")
+                          where=f"{where}, grid run {label}")
         reference = all(getattr(cfg, k) == getattr(base, k) for k in axes if k != "seed")
-        points.append(Point(cfg, name, axes, reference))
-    names = [p.name for p in points]
+        grid_runs.append(GridRun(cfg, name, axes, reference))
+    names = [p.name for p in grid_runs]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: grid gives two points the same name; "
+        raise ConfigError(f"{where}: grid gives two grid runs the same name; "
                           "give each axis distinct values")
-    return points
+    return grid_runs
 
 
 def resolve_profile(spec: dict, profile: str, overrides: dict | None = None,
-                    only: list[str] | None = None, env: dict | None = None) -> list[Point]:
-    """Resolve and validate every point of every experiment of a profile before any runs."""
+                    only: list[str] | None = None, env: dict | None = None) -> list[GridRun]:
+    """Resolve and validate every grid run of every experiment of a profile before any runs."""
     names = experiment_names(spec, profile)
     if only:
         unknown = [name for name in only if name not in names]
@@ -207,7 +207,7 @@ def resolve_profile(spec: dict, profile: str, overrides: dict | None = None,
             raise ConfigError(f"only: experiment {unknown[0]!r} is not in profile {profile} "
                               f"(allowed: {', '.join(names)})")
         names = [name for name in names if name in only]
-    return [point for name in names for point in resolve_points(spec, name, profile, overrides,
+    return [grid_run for name in names for grid_run in resolve_grid(spec, name, profile, overrides,
                                                                  env)]
 
 
