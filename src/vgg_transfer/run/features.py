@@ -3,10 +3,10 @@
 Frozen convolutions compute the same outputs in every epoch, so a phase that keeps blocks
 1..k frozen trains the rest on their outputs, computed once. The files live in one folder
 per outputs folder (`<outputs>/.feature-cache/`, beside the profiles; the runner's plan
-passes it down, `Plan.feature_cache`), each named by a hash of everything that determines it: the weights, input size, preprocessing,
-data files, Keras version, the run code, the boundary k and the exact images. So a stale file
-is never read, and every profile reads what another computed (the study what quick did, and
-the other way round).
+passes it down, `Plan.feature_cache`), each named by a hash of everything that determines
+it: the weights, input size, preprocessing, data files, Keras version, the run code, the
+boundary k and the exact images. So a stale file is never read, and every profile reads
+what another computed (the study what quick did, and the other way round).
 
 A deeper boundary's outputs are built from a shallower one's when that is on disk: block-5
 outputs from cached block-4 outputs cost about a tenth of recomputing blocks 1-5 (at 32 px
