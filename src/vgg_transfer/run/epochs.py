@@ -89,6 +89,12 @@ def load_checkpoint(model: keras.Model, path: Path) -> tuple[int, list, list | N
         return int(saved["epoch"]), json.loads(str(saved["history"])), weights
 
 
+def steps(epoch_images: list[int], batch_size: int) -> int:
+    """Optimizer steps of epochs that trained on `epoch_images` images (a last batch may be
+    short)."""
+    return sum(-(-n // batch_size) for n in epoch_images)
+
+
 def one_hot(labels: np.ndarray) -> np.ndarray:
     return keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
 

@@ -34,7 +34,7 @@ from vgg_transfer.record import (
     Timings,
 )
 from vgg_transfer.run import backend, fingerprint, flops, provenance
-from vgg_transfer.run.epochs import Checkpoint, set_seed
+from vgg_transfer.run.epochs import Checkpoint, set_seed, steps
 from vgg_transfer.run.explain import fixed_examples, gradcam
 from vgg_transfer.run.models import Built, build_model, param_counts
 from vgg_transfer.run.points import BudgetPoints, CooldownBranches
@@ -273,8 +273,7 @@ def spent(result: TrainResult, batch_size: int) -> dict:
 
 def steps_and_images(epoch_images: list[int], batch_size: int) -> dict:
     """Optimizer steps and images seen of epochs that trained on `epoch_images` images."""
-    return {"steps": sum(-(-n // batch_size) for n in epoch_images),  # a last batch may be short
-            "images_seen": sum(epoch_images)}
+    return {"steps": steps(epoch_images, batch_size), "images_seen": sum(epoch_images)}
 
 
 def _provenance(cfg: ExperimentConfig, split: Split, built: Built, wall: float) -> Provenance:

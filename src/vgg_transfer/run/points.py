@@ -26,6 +26,7 @@ from vgg_transfer.run.epochs import (
     Loop,
     Plateau,
     fit_epochs,
+    steps,
     validation_scores,
 )
 from vgg_transfer.run.flops import Budget
@@ -37,7 +38,6 @@ def load_points(points: "BudgetPoints", path: Path) -> None:
         if "points" in saved.files:
             points.taken = json.loads(str(saved["points"]))
             points.probabilities = [saved[f"p{i}"] for i in range(len(points.taken))]
-
 
 
 @dataclass
@@ -160,12 +160,12 @@ class CooldownBranches(BudgetPoints):
              length: int) -> list[tuple[int, float]]:
         """(images into this epoch, budget) for each pending budget whose cooldown starts
         within the epoch about to start."""
-        before = sum(-(-images // batch_size) for images in hist.get("images", []))
-        steps = -(-length // batch_size)
+        before = steps(hist.get("images", []), batch_size)
+        within = steps([length], batch_size)
         ends = []
         for flops in self.pending:
             start = self.schedules[flops].cooldown_start
-            if start >= before + steps:
+            if start >= before + within:
                 break
             ends.append((min((start - before) * batch_size, length), flops))
         return ends

@@ -14,6 +14,7 @@ import math
 
 import keras
 
+from vgg_transfer.run.epochs import steps
 from vgg_transfer.run.flops import Budget
 
 
@@ -64,8 +65,7 @@ def planned_steps(budget: Budget | None, n: int, batch_size: int, epochs: int) -
     images, each cut to what the budget (charged as training will charge it) still affords,
     until the budget or `epochs` ends it."""
     ledger = dataclasses.replace(budget) if budget else Budget(math.inf)
-    epochs_images = ledger.afford_epochs(n, batch_size, epochs)
-    return sum(math.ceil(images / batch_size) for images in epochs_images)
+    return steps(ledger.afford_epochs(n, batch_size, epochs), batch_size)
 
 
 def make(kind: str, peak: float, warmup: int, fraction: float, steps: int):
