@@ -6,7 +6,8 @@ Measures, on the same random images and batches:
 - the frozen regime trained on the fly (base forward every step) vs on cached features, and
   the partial regime (block 5 and the head) on the fly vs on cached block-4 outputs, and
   there block 5's convolutions (2x2 maps) as Conv2D layers vs as one matrix product each;
-- the project's training loop (`training.train`, i.e. Keras `fit`) vs raw `train_on_batch`;
+- the project's training loop (`train_on_batch` batch by batch, `epochs.train_batches`) and
+  prediction (`features.predict_into`) vs Keras `fit` and `predict` over the same arrays;
 - training and inference images/s for each regime;
 - each regime's training step (as the project trains it: on the fly, or on cached block
   outputs) in float32 and in mixed_bfloat16, images/s and their ratio; bfloat16 only where the
@@ -40,7 +41,7 @@ import numpy as np
 import vgg_transfer  # noqa: F401  (sets the oneDNN switch before TensorFlow loads)
 from vgg_transfer import files
 from vgg_transfer.run import backend, provenance
-from vgg_transfer.run.epochs import one_hot, set_seed
+from vgg_transfer.run.epochs import one_hot, set_seed, train_batches
 from vgg_transfer.run.features import predict_into
 from vgg_transfer.run.models import build_model, compile_model, stem, top
 from vgg_transfer.spec import precision as compute_precision
@@ -67,24 +68,28 @@ def fastest(work) -> float:
 
 
 def fit_epoch_seconds(model, x, y, batch_size: int) -> float:
-    """Seconds of the fastest `fit` epoch after a first that traces the graph."""
+    """Seconds of the fastest epoch of the project's training loop (`train_on_batch` batch
+    by batch) after a first that traces the graph."""
+    order = np.arange(len(x))
+    train_batches(model, x, y, order, batch_size)
+    return fastest(lambda: train_batches(model, x, y, order, batch_size))
+
+
+def keras_fit_seconds(model, x, y, batch_size: int) -> float:
+    """Seconds of the fastest Keras `fit` epoch over the same batches."""
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, shuffle=False)
     return fastest(lambda: model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0,
                                      shuffle=False))
 
 
-def raw_epoch_seconds(model, x, y, batch_size: int) -> float:
-    """Seconds of the fastest epoch of bare `train_on_batch` calls over the same batches."""
-    model.train_on_batch(x[:batch_size], y[:batch_size])
-
-    def epoch():
-        for i in range(0, len(x), batch_size):
-            model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
-    return fastest(epoch)
-
-
 def predict_seconds(model, x, batch_size: int) -> float:
-    """Seconds of the fastest prediction over `x`, after a warm-up."""
+    """Seconds of the fastest prediction over `x` as the project predicts, after a warm-up."""
+    predict_into(model, x[:batch_size], batch_size)
+    return fastest(lambda: predict_into(model, x, batch_size))
+
+
+def keras_predict_seconds(model, x, batch_size: int) -> float:
+    """Seconds of the fastest Keras `predict` over `x`, after a warm-up."""
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
     return fastest(lambda: model.predict(x, batch_size=batch_size, verbose=0))
 
@@ -119,9 +124,11 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
                 conv_s = fit_epoch_seconds(plain, features, y, batch_size)
                 row.update(epoch_seconds_cached_conv2d=conv_s, small_map_speedup=conv_s / cached_s)
         if regime == "finetune":
-            raw_s = raw_epoch_seconds(built.model, x, y, batch_size)
-            row.update(raw_train_on_batch_images_per_s=n / raw_s,
-                       loop_vs_raw_ratio=raw_s / train_s)
+            keras_s = keras_fit_seconds(built.model, x, y, batch_size)
+            keras_infer_s = keras_predict_seconds(built.model, x, batch_size)
+            row.update(keras_fit_images_per_s=n / keras_s, fit_vs_loop_ratio=keras_s / train_s,
+                       keras_predict_images_per_s=n / keras_infer_s,
+                       predict_vs_loop_ratio=keras_infer_s / infer_s)
         results["regimes"][regime] = row
         print(f"{regime}: {json.dumps({k: round(v, 3) for k, v in row.items()})}", flush=True)
 

@@ -2,53 +2,57 @@
 chunk, and each epoch's batches are gathered batch by batch; both compute exactly what the
 whole-array calls compute; and the peak memory a run records is its own."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
 
 from vgg_transfer.run import epochs, features, provenance
-from vgg_transfer.run.epochs import Batches, one_hot
+from vgg_transfer.run.epochs import one_hot
 
 
-def _model(seed=0):
+def _model(seed=0, dropout=False):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((4, 4, 8))
     x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.Flatten()(x)
+    if dropout:
+        x = keras.layers.Dropout(0.5)(x)
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
 
 
-def test_predict_into_equals_one_predict_call(monkeypatch):
-    monkeypatch.setattr(features, "CHUNK_BATCHES", 2)  # chunks of 16 images: 4 and a part
+def test_predict_into_equals_one_predict_call():
+    """Batch by batch, a short last batch included, the outputs are predict's to the bit."""
     model, x = _model(), np.random.default_rng(0).normal(size=(70, 4, 4, 8)).astype("float32")
     whole = model.predict(x, batch_size=8, verbose=0)
-    chunked = features.predict_into(model, x, batch_size=8)
-    assert chunked.dtype == whole.dtype and np.array_equal(chunked, whole)
+    batched = features.predict_into(model, x, batch_size=8)
+    assert batched.dtype == whole.dtype and np.array_equal(batched, whole)
+    with pytest.raises(ValueError, match="no images"):
+        features.predict_into(model, x[:0], batch_size=8)
 
 
-def test_batches_follow_the_order_without_a_copy():
-    x, y = np.arange(50)[:, None] * np.ones((1, 3)), np.arange(50)
-    order = np.random.default_rng(1).permutation(50)[:37]
-    batches = Batches(x, y, order, 8)
-    assert len(batches) == 5
-    got = np.concatenate([batches[i][1] for i in range(len(batches))])
-    assert np.array_equal(got, y[order])
-
-
-def test_fitting_on_batches_equals_fitting_on_the_shuffled_arrays():
-    x = np.random.default_rng(2).normal(size=(64, 4, 4, 8)).astype("float32")
-    y = one_hot(np.random.default_rng(3).integers(0, 10, 64))
-    order = np.random.default_rng(4).permutation(64)
-    weights = []
+def test_training_batch_by_batch_equals_fit_on_the_shuffled_arrays():
+    """The loop's steps are `fit`'s: the same weights to the bit (dropout's draws included,
+    and a short last batch), and the epoch's logs are fit's means over its images."""
+    x = np.random.default_rng(2).normal(size=(60, 4, 4, 8)).astype("float32")
+    y = one_hot(np.random.default_rng(3).integers(0, 10, 60))
+    order = np.random.default_rng(4).permutation(60)
+    weights, logs = [], []
     for data in ("arrays", "batches"):
-        model = _model()
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        model = _model(dropout=True)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
         if data == "arrays":
-            model.fit(x[order], y[order], batch_size=16, epochs=1, shuffle=False, verbose=0)
+            history = model.fit(x[order], y[order], batch_size=16, epochs=1, shuffle=False,
+                                verbose=0)
+            logs.append({name: values[-1] for name, values in history.history.items()})
         else:
-            model.fit(Batches(x, y, order, 16), epochs=1, shuffle=False, verbose=0)
+            logs.append(epochs.train_batches(model, x, y, order, 16))
         weights.append([w.numpy() for w in model.weights])
-    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=False))
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
+    assert logs[0].keys() == logs[1].keys()
+    assert all(logs[1][name] == pytest.approx(value, rel=1e-6) for name, value in logs[0].items())
 
 
 @pytest.mark.skipif(not provenance.CLEAR_REFS.exists(), reason="Linux's clear_refs only")
@@ -66,25 +70,18 @@ def test_a_runs_peak_memory_is_its_own_not_the_kernels():
     del small
 
 
-def test_no_epoch_keeps_the_training_inputs(monkeypatch):
-    """Keras keeps every dataset `fit` was given: each epoch's batches drop their arrays
-    once fitted, so a finished run leaves no copy of its inputs in the kernel."""
-    made = []
-
-    class Spy(epochs.Batches):
-        def __init__(self, *args):
-            super().__init__(*args)
-            made.append(self)
-
-    monkeypatch.setattr(epochs, "Batches", Spy)
+def test_no_epoch_keeps_the_training_inputs():
+    """Each batch is gathered when it is due and nothing holds the training arrays after the
+    epochs: a finished run leaves no copy, nor reference, of its inputs in the kernel."""
     x = np.random.default_rng(5).normal(size=(40, 4, 4, 8)).astype("float32")
     y = one_hot(np.random.default_rng(6).integers(0, 10, 40))
     model = _model()
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    held = sys.getrefcount(x), sys.getrefcount(y)
     hist = epochs.fit_epochs(model, (x, y), (x[:8], y[:8]),
                              epochs.Loop(range(2), 16, 0, epochs.EpochLog(2), {}))
-    assert len(hist["loss"]) == 2 and len(made) == 2
-    assert all(b.inputs is None and b.targets is None for b in made)
+    assert len(hist["loss"]) == 2 and len(hist["accuracy"]) == 2
+    assert (sys.getrefcount(x), sys.getrefcount(y)) == held
 
 
 def test_a_run_leaves_no_step_graph_behind(tiny_cifar, tmp_path):

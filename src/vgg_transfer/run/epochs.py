@@ -4,6 +4,7 @@ validation-plateau rule, and Keras `fit` one epoch at a time."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ def validation_scores(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_si
     """Validation loss and accuracy over all of (x, y), batch by batch with `test_on_batch`.
 
     Keras's `evaluate`, and `fit(validation_data=...)`, build a tf.data iterator each time;
-    tearing it down stalls training (README, "Two stalls").
+    tearing it down stalls training (README, "Three stalls").
     """
     totals = {"val_loss": 0.0, "val_accuracy": 0.0}
     for i in range(0, len(x), batch_size):
@@ -181,31 +182,6 @@ class Plateau:
             return None
         model.set_weights(weights)
         return self.best_epoch
-
-
-class Batches(keras.utils.PyDataset):
-    """One epoch's batches, in `order`, gathered batch by batch: no shuffled copy of the
-    training set (nor the tensor Keras would make of one) is ever held, so a run on cached
-    block outputs keeps one copy of them."""
-
-    def __init__(self, inputs: np.ndarray, targets: np.ndarray, order: np.ndarray,
-                 batch_size: int):
-        super().__init__()
-        self.inputs, self.targets, self.order, self.batch_size = (inputs, targets, order,
-                                                                  batch_size)
-
-    def __len__(self) -> int:
-        return -(-len(self.order) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        return self.inputs[rows], self.targets[rows]
-
-    def release(self) -> None:
-        """Drop the arrays once the epoch is fitted. Keras keeps a reference to every
-        dataset `fit` was given, past the end of the run; without this, each run of a sweep
-        left its training inputs in the kernel."""
-        self.inputs = self.targets = self.order = None
 
 
 @dataclass
@@ -297,7 +273,7 @@ def _fit_epoch(target: keras.Model, train_data: tuple, val_data: tuple, order: n
                              len(order)) if loop.points else [])
     for images, flops in [*cuts, (len(order), None)]:
         if images > done:  # the epoch's batches up to the next pause
-            part = _fit_part(target, *train_data, order[done:images], loop.batch_size, epoch)
+            part = train_batches(target, *train_data, order[done:images], loop.batch_size)
             logs = {name: (logs.get(name, 0.0) * done + value * (images - done)) / images
                     for name, value in part.items()}
             done = images
@@ -330,16 +306,26 @@ def _end_epoch(target: keras.Model, loop: Loop, epoch: int, logs: dict, images: 
     return False
 
 
-def _fit_part(target: keras.Model, inputs: np.ndarray, targets: np.ndarray, order: np.ndarray,
-              batch_size: int, epoch: int) -> dict:
-    """Fit the batches of `order` as (part of) epoch `epoch`; the part's training logs."""
-    batches = Batches(inputs, targets, order, batch_size)
-    try:
-        history = target.fit(batches, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
-                             verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
-    finally:
-        batches.release()
-    return {name: float(values[-1]) for name, values in history.history.items()}
+def train_batches(target: keras.Model, inputs: np.ndarray, targets: np.ndarray,
+              order: np.ndarray, batch_size: int) -> dict:
+    """Train on the batches of `order`, each gathered when it is due (no shuffled copy of
+    the training set is ever held), one `train_on_batch` call each; the part's training
+    logs, each the mean over its images. A loss that stops being a number ends the part
+    there, its logs those of the batch that diverged.
+
+    Keras's `fit` would feed the same batches through a tf.data pipeline, which made each
+    step of VGG16 about a third slower here (README, "Three stalls"); the steps themselves,
+    and so the weights, are the same (tests/test_memory.py).
+    """
+    totals: dict[str, float] = {}
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        logs = target.train_on_batch(inputs[rows], targets[rows], return_dict=True)
+        if not math.isfinite(logs["loss"]):
+            return {name: float(value) for name, value in logs.items()}
+        for name, value in logs.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * len(rows)
+    return {name: total / len(order) for name, total in totals.items()}
 
 
 def _check_finite(hist: dict) -> None:

@@ -23,6 +23,7 @@ from vgg_transfer import files
 from vgg_transfer.core.data import TEST_FILE, DataError, read_batch, sha256_file
 from vgg_transfer.core.metrics import evaluate_predictions
 from vgg_transfer.record import MODEL_FILE, RecordError
+from vgg_transfer.run.features import predict_into
 
 
 def load_saved_model(run_dir: Path):
@@ -47,7 +48,7 @@ def evaluate_saved(run_dir: str | Path, data_dir: str | Path, batch_size: int = 
     images, labels = read_batch(test_file)  # an untrusted file: checked before anything loads
     model = load_saved_model(run_dir)
     start = time.perf_counter()
-    probs = model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
+    probs = predict_into(model, images.astype("float32"), batch_size)
     digest = sha256_file(test_file)
     result = {
         "run": run_dir.name,

@@ -27,7 +27,7 @@ from vgg_transfer.run.epochs import (
     load_checkpoint,
     one_hot,
 )
-from vgg_transfer.run.features import FeatureCache, block_outputs
+from vgg_transfer.run.features import FeatureCache, block_outputs, predict_into
 from vgg_transfer.run.flops import Budget, Meter
 from vgg_transfer.run.models import Built, compile_model, freeze_blocks, top
 from vgg_transfer.run.points import BudgetPoints, CooldownBranches, load_points, weights_digest
@@ -104,9 +104,9 @@ def predict(built: Built, images: np.ndarray, batch_size: int,
     the model has some and a cache is given (the same computation, done once)."""
     blocks = cacheable_blocks(built, cache)
     if not blocks:
-        return built.model.predict(images.astype("float32"), batch_size=batch_size, verbose=0)
+        return predict_into(built.model, images.astype("float32"), batch_size)
     features = block_outputs(built, images, batch_size, cache, split, blocks)
-    return top(built, blocks).predict(features.values, batch_size=batch_size, verbose=0)
+    return predict_into(top(built, blocks), features.values, batch_size)
 
 
 # ---------------------------------------------------------------- training
