@@ -68,7 +68,7 @@ def fastest(work) -> float:
     return min(times)
 
 
-def fit_epoch_seconds(model, x, y, batch_size: int) -> float:
+def loop_epoch_seconds(model, x, y, batch_size: int) -> float:
     """Seconds of the fastest epoch of the project's training loop (`train_on_batch` batch
     by batch) after a first that traces the graph."""
     order = np.arange(len(x))
@@ -107,7 +107,7 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
         set_seed(0)
         built = build_model(regime, "none")
         compile_model(built.model, 1e-4)
-        train_s = fit_epoch_seconds(built.model, x, y, batch_size)
+        train_s = loop_epoch_seconds(built.model, x, y, batch_size)
         infer_s = predict_seconds(built.model, x, batch_size)
         row = {"train_images_per_s": n / train_s, "epoch_seconds_on_the_fly": train_s,
                "inference_images_per_s": n / infer_s}
@@ -118,14 +118,14 @@ def bench(n: int, batch_size: int, bf16: bool) -> dict:
             row["feature_seconds"] = time.perf_counter() - start
             rest = top(built, built.frozen_blocks)
             compile_model(rest, 1e-4)
-            cached_s = fit_epoch_seconds(rest, features, y, batch_size)
+            cached_s = loop_epoch_seconds(rest, features, y, batch_size)
             row.update(epoch_seconds_cached=cached_s,
                        train_images_per_s_cached=n / cached_s,
                        cached_speedup_per_epoch=train_s / cached_s)
             if regime == "partial":  # the same, with block 5's convolutions left as Conv2D
                 plain = top(built, built.frozen_blocks, small_maps=False)
                 compile_model(plain, 1e-4)
-                conv_s = fit_epoch_seconds(plain, features, y, batch_size)
+                conv_s = loop_epoch_seconds(plain, features, y, batch_size)
                 row.update(epoch_seconds_cached_conv2d=conv_s, small_map_speedup=conv_s / cached_s)
         results["regimes"][regime] = row
         print(f"{regime}: {json.dumps({k: round(v, 3) for k, v in row.items()})}", flush=True)
@@ -158,7 +158,7 @@ def policies(bf16: bool) -> tuple[str, ...]:
 
 
 def training_step_seconds(regime: str, policy: str, x, y, batch_size: int) -> float:
-    """Seconds of one `fit` epoch of a regime's training step as runs train it, under
+    """Seconds of one epoch of a regime's training step as runs train it (the loop), under
     `policy`: the whole network on the images, or (frozen, partial) the layers after the
     frozen blocks on those blocks' cached outputs, computed under the same policy."""
     import keras
@@ -172,7 +172,7 @@ def training_step_seconds(regime: str, policy: str, x, y, batch_size: int) -> fl
             inputs = predict_into(stem(built, built.frozen_blocks), x, batch_size)
             model = top(built, built.frozen_blocks)
         compile_model(model, 1e-4)
-        return fit_epoch_seconds(model, inputs, y, batch_size)
+        return loop_epoch_seconds(model, inputs, y, batch_size)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -266,7 +266,7 @@ def backend_speed(n: int, batch_size: int, policy: str = "float32") -> dict:
     set_seed(0)
     built = build_model("finetune", "none")
     compile_model(built.model, 1e-4)
-    train_s = fit_epoch_seconds(built.model, x, y, batch_size)
+    train_s = loop_epoch_seconds(built.model, x, y, batch_size)
     infer_s = predict_seconds(built.model, x, batch_size)
     return {**backend.describe(), "precision": policy, "train_images_per_s": n / train_s,
             "inference_images_per_s": n / infer_s}

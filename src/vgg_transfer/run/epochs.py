@@ -1,5 +1,5 @@
 """The epoch loop under every phase: seeding, checkpoints, one log line per epoch, the
-validation-plateau rule, and Keras `fit` one epoch at a time."""
+validation-plateau rule, and each epoch trained batch by batch with `train_on_batch`."""
 
 from __future__ import annotations
 
@@ -307,7 +307,7 @@ def _end_epoch(target: keras.Model, loop: Loop, epoch: int, logs: dict, images: 
 
 
 def train_batches(target: keras.Model, inputs: np.ndarray, targets: np.ndarray,
-              order: np.ndarray, batch_size: int) -> dict:
+                  order: np.ndarray, batch_size: int) -> dict:
     """Train on the batches of `order`, each gathered when it is due (no shuffled copy of
     the training set is ever held), one `train_on_batch` call each; the part's training
     logs, each the mean over its images. A loss that stops being a number ends the part
